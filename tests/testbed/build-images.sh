@@ -1,0 +1,50 @@
+#!/bin/bash
+# Build the test bed's images locally (nothing can be pulled), each tagged with a
+# label holding the hash of its inputs: an image whose inputs did not change is
+# not built again.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+LABEL=org.torrust-maint.content-hash
+BASE_REPO=torrust-maint-test/base
+TRACKER_IMAGE=torrust-maint-test/tracker:latest
+BASE_PACKAGES=python3,python3-pymysql,ca-certificates
+
+log() { printf 'build-images: %s\n' "$*" >&2; }
+
+content_hash() { cat "$@" | sha256sum | cut -c1-16; }
+
+image_hash() {
+    docker image inspect --format "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true
+}
+
+# A minimal Debian 12 root filesystem with python3, imported as an image.
+build_base() {
+    local hash=$1 image=$2 rootfs
+    rootfs=$(mktemp -d)
+    log "debootstrap bookworm ($BASE_PACKAGES) -> $image"
+    debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$rootfs" \
+        http://deb.debian.org/debian >"$rootfs.log" 2>&1 || {
+        tail -n 30 "$rootfs.log" >&2
+        exit 1
+    }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import --change "LABEL $LABEL=$hash" - "$image" >/dev/null
+    rm -rf "$rootfs" "$rootfs.log"
+}
+
+base_hash=$(printf '%s\n' "$BASE_PACKAGES" | cat - "$0" | sha256sum | cut -c1-16)
+base_image="$BASE_REPO:$base_hash"
+if [[ "$(image_hash "$base_image")" != "$base_hash" ]]; then
+    build_base "$base_hash" "$base_image"
+fi
+
+tracker_hash=$(printf '%s\n' "$base_hash" | cat - "$HERE/images/tracker/Dockerfile" \
+    "$HERE/standin_tracker.py" | sha256sum | cut -c1-16)
+if [[ "$(image_hash "$TRACKER_IMAGE")" != "$tracker_hash" ]]; then
+    log "building $TRACKER_IMAGE"
+    DOCKER_BUILDKIT=0 docker build --quiet --label "$LABEL=$tracker_hash" \
+        --build-arg "BASE_IMAGE=$base_image" -t "$TRACKER_IMAGE" \
+        -f "$HERE/images/tracker/Dockerfile" "$HERE" >/dev/null
+fi
+log "ready: $base_image, $TRACKER_IMAGE"

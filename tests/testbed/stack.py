@@ -1,0 +1,175 @@
+"""A deployer-shaped tracker stack on the local Docker engine, for tests and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+TRACKER_IMAGE = "torrust-maint-test/tracker:latest"
+CONTAINER_DB_PATH = "/var/lib/torrust/tracker/database/sqlite3.db"
+
+COMPOSE_SQLITE = """\
+# Shaped like the Torrust deployer's docker-compose.yml (tracker service only).
+services:
+  tracker:
+    image: {image}
+    container_name: {container_name}
+    tty: true
+    restart: unless-stopped
+    environment:
+      - TORRUST_TRACKER_CONFIG_TOML_PATH=${{TORRUST_TRACKER_CONFIG_TOML_PATH}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER=${{TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN=${{TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN}}
+      - STANDIN_JOURNAL_MODE=${{STANDIN_JOURNAL_MODE:-delete}}
+      - STANDIN_WAL_AUTOCHECKPOINT=${{STANDIN_WAL_AUTOCHECKPOINT:-1000}}
+      - STANDIN_IGNORE_SIGTERM=${{STANDIN_IGNORE_SIGTERM:-0}}
+      - STANDIN_INTERVAL_MS=${{STANDIN_INTERVAL_MS:-5}}
+    volumes:
+      - ./storage/tracker/lib:/var/lib/torrust/tracker:Z
+      - ./storage/tracker/log:/var/log/torrust/tracker:Z
+      - ./storage/tracker/etc:/etc/torrust/tracker:Z
+    logging:
+      options:
+        max-size: "10m"
+        max-file: "10"
+"""
+
+TRACKER_TOML = """\
+[metadata]
+app = "torrust-tracker"
+purpose = "configuration"
+schema_version = "2.0.0"
+
+[logging]
+threshold = "info"
+
+[core]
+listed = false
+private = false
+
+[core.database]
+driver = "sqlite3"
+path = "{db_path}"
+"""
+
+
+def compose(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "compose", *args], cwd=directory, check=check,
+                          capture_output=True, text=True)
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
+
+
+class TrackerStack:
+    """One deployment directory (the compose_dir) and its running stack."""
+
+    def __init__(self, compose_dir: Path, container_name: str, *, journal_mode: str = "delete",
+                 wal_autocheckpoint: int = 1000, ignore_sigterm: bool = False,
+                 interval_ms: int = 5):
+        self.compose_dir = compose_dir
+        self.container_name = container_name
+        self.settings = {
+            "STANDIN_JOURNAL_MODE": journal_mode,
+            "STANDIN_WAL_AUTOCHECKPOINT": str(wal_autocheckpoint),
+            "STANDIN_IGNORE_SIGTERM": "1" if ignore_sigterm else "0",
+            "STANDIN_INTERVAL_MS": str(interval_ms),
+        }
+
+    @property
+    def db_host_path(self) -> Path:
+        return self.compose_dir / "storage/tracker/lib/database/sqlite3.db"
+
+    def create(self) -> None:
+        """Lay out the directory as the deployer does."""
+        root = self.compose_dir
+        for sub in ("storage/tracker/etc", "storage/tracker/lib/database", "storage/tracker/log",
+                    "storage/prometheus/etc", "storage/grafana/provisioning/datasources",
+                    "storage/backup"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        env = {
+            "TORRUST_TRACKER_CONFIG_TOML_PATH": "/etc/torrust/tracker/tracker.toml",
+            "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER": "sqlite3",
+            "TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN": "test-admin-token",
+            **self.settings,
+        }
+        (root / ".env").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
+        os.chmod(root / ".env", 0o600)
+        (root / "docker-compose.yml").write_text(COMPOSE_SQLITE.format(
+            image=TRACKER_IMAGE, container_name=self.container_name))
+        (root / "storage/tracker/etc/tracker.toml").write_text(
+            TRACKER_TOML.format(db_path=CONTAINER_DB_PATH))
+        (root / "storage/prometheus/etc/prometheus.yml").write_text("global: {}\n")
+        (root / "storage/grafana/provisioning/datasources/prometheus.yml").write_text(
+            "apiVersion: 1\n")
+
+    def up(self, timeout: float = 60) -> None:
+        compose(self.compose_dir, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)))
+
+    def down(self) -> None:
+        if not (self.compose_dir / "docker-compose.yml").exists():
+            docker("rm", "--force", self.container_name, check=False)
+            return
+        compose(self.compose_dir, "down", "--volumes", "--timeout", "1", check=False)
+
+    def state(self) -> dict:
+        out = docker("container", "inspect", self.container_name).stdout
+        return json.loads(out)[0]["State"]
+
+    def running(self) -> bool:
+        return bool(self.state().get("Running"))
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if state.get("Running") and state.get("Health", {}).get("Status") == "healthy":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.container_name} not healthy after {timeout} s: {state}")
+
+    def logs(self) -> str:
+        done = docker("logs", self.container_name)
+        return done.stdout + done.stderr
+
+    def startup_seqs(self) -> list[int]:
+        """The seq each start of the stand-in found in the database, in order."""
+        return [int(n) for n in re.findall(r"standin: startup seq=(\d+)", self.logs())]
+
+    def wait_for_writes(self, at_least: int, timeout: float = 30) -> None:
+        """Wait until the live database holds at least `at_least` transactions."""
+        import sqlite3
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                uri = f"file:{self.db_host_path}?mode=ro"
+                with sqlite3.connect(uri, uri=True, timeout=5) as connection:
+                    row = connection.execute(
+                        "SELECT value FROM torrent_aggregate_metrics WHERE metric_name = ?",
+                        ("torrents_downloads_total",)).fetchone()
+                if row and row[0] >= at_least:
+                    return
+            except sqlite3.Error:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the stand-in did not reach {at_least} transactions")
+
+    def config_toml(self, backup_dir: Path | None = None, extra: str = "") -> str:
+        backup_dir = backup_dir or self.compose_dir / "storage/backup"
+        return textwrap.dedent(f"""\
+            [deployment]
+            compose_dir = "{self.compose_dir}"
+            [backup]
+            directory = "{backup_dir}"
+            """) + extra
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.compose_dir, ignore_errors=True)

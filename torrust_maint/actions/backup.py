@@ -1,0 +1,264 @@
+"""``torrust-maint backup``: one maintenance window, then export, compress, commit, prune."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torrust_maint import __version__, catalog
+from torrust_maint.actions import prune as prune_action
+from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer, copy_stream
+from torrust_maint.config import Config
+from torrust_maint.deployment import Deployment, discover
+from torrust_maint.docker import Container, Docker
+from torrust_maint.engines import sqlite as sqlite_engine
+from torrust_maint.errors import MaintError, SkippedError
+from torrust_maint.lock import run_lock
+from torrust_maint.window import WindowReport, maintenance_window, signals_raise
+
+log = logging.getLogger(__name__)
+
+DATABASE_STEM = "database.sqlite3"
+CONFIG_STEM = "config.tar"
+
+
+@dataclass
+class Phases:
+    """Wall-clock durations of the phases outside the window."""
+
+    clock: Callable[[], float] = time.monotonic
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, name: str):
+        phases = self
+
+        class _Timer:
+            def __enter__(self):
+                self.start = phases.clock()
+
+            def __exit__(self, *exc):
+                phases.seconds[name] = round(phases.clock() - self.start, 6)
+
+        return _Timer()
+
+
+def trackers_to_stop(deployment: Deployment, force: bool) -> list[Container]:
+    """The running tracker containers; every one must run unless --force."""
+    stopped = [c for c in deployment.trackers if not c.running]
+    if stopped and not force:
+        states = ", ".join(f"{c.name} ({c.status})" for c in stopped)
+        raise SkippedError(
+            f"the tracker is not running: {states}; nothing was done. "
+            "Start it, or run with --force to back up the database as it is "
+            "(a stopped tracker is left stopped)."
+        )
+    return [c for c in deployment.trackers if c.running]
+
+
+def database_files(path: Path) -> list[tuple[Path, int]]:
+    """The database file and its side files that a snapshot copies, with their sizes."""
+    found = []
+    for suffix in ("", *sqlite_engine.SIDE_FILES):
+        candidate = Path(f"{path}{suffix}")
+        if candidate.exists():
+            found.append((candidate, candidate.stat().st_size))
+    return found
+
+
+def check_free_space(directory: Path, needed: int) -> None:
+    """Fail before the window when the backup directory's filesystem is too full."""
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise MaintError(
+            f"[backup] directory: {directory} has {free / 1e6:.1f} MB free, the backup needs "
+            f"about {needed / 1e6:.1f} MB (a snapshot copy plus its compressed form); "
+            "nothing was done"
+        )
+
+
+def existing_config_paths(deployment: Deployment, config: Config) -> tuple[list[str], list[str]]:
+    present, missing = [], []
+    for relative in config.backup.config_paths:
+        (present if (deployment.compose_dir / relative).exists() else missing).append(relative)
+    return present, missing
+
+
+def archive_config(deployment: Deployment, config: Config, target_dir: Path,
+                   warnings: list[str]) -> Artifact:
+    """A compressed tar of the deployment's config paths (relative to compose_dir)."""
+    present, missing = existing_config_paths(deployment, config)
+    for relative in missing:
+        warnings.append(f"config path {deployment.compose_dir / relative} does not exist; "
+                        "not in the backup")
+        log.warning(warnings[-1])
+    with compressed_writer(target_dir, "config", CONFIG_STEM, config.backup.compression,
+                           config.backup.compression_level) as (stream, artifact):
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for relative in present:
+                tar.add(deployment.compose_dir / relative, arcname=relative, recursive=True)
+    return artifact
+
+
+def export_database(snapshot: sqlite_engine.SqliteSnapshot, config: Config,
+                    target_dir: Path) -> Artifact:
+    """Recover the snapshot into one file and compress it into the set."""
+    exported = snapshot.export()
+    with compressed_writer(target_dir, "database", DATABASE_STEM, config.backup.compression,
+                           config.backup.compression_level) as (stream, artifact):
+        with open(exported, "rb") as source:
+            copy_stream(source, stream)
+    return artifact
+
+
+def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
+               echo: Callable[[str], None], docker: Docker) -> None:
+    """--dry-run: every step and docker command, touching nothing."""
+    directory = config.backup.directory
+    suffix = SUFFIXES[config.backup.compression]
+    echo("dry run: nothing will be changed")
+    echo(f"deployment: {deployment.compose_dir}")
+    for container in deployment.trackers:
+        health = f", {container.health}" if container.health else ""
+        echo(f"tracker container: {container.name} ({container.status}{health})")
+    echo(f"database: {deployment.database.describe()}")
+    files = database_files(deployment.database.host_path)
+    echo("would lock: " + str(directory / ".torrust-maint.lock"))
+    echo(f"would create backup set in: {directory}")
+    if to_stop:
+        docker.stop([c.id for c in to_stop], config.deployment.stop_timeout)
+    echo("would snapshot (reflink where the filesystem can, else an in-kernel copy): "
+         + ", ".join(f"{p} ({size} bytes)" for p, size in files))
+    if to_stop:
+        docker.start([c.id for c in to_stop])
+        echo(f"would wait until the tracker runs (and is healthy), at most "
+             f"{config.deployment.start_timeout} s")
+    else:
+        echo("would not stop or start the tracker (it is not running; --force)")
+    echo(f"would check and export the snapshot into {DATABASE_STEM}{suffix} "
+         f"({config.backup.compression})")
+    present, missing = existing_config_paths(deployment, config)
+    echo(f"would archive config paths into {CONFIG_STEM}{suffix}: {', '.join(present) or 'none'}")
+    for relative in missing:
+        echo(f"warning: config path {deployment.compose_dir / relative} does not exist")
+    echo("would write manifest.json and rename the set into place")
+    prune_action.print_decision(config, echo, prefix="would ")
+
+
+def build_manifest(set_id: str, created_at, deployment: Deployment,
+                   snapshot: sqlite_engine.SqliteSnapshot, artifacts: list[Artifact],
+                   report: WindowReport, phases: dict[str, float],
+                   warnings: list[str]) -> dict:
+    return {
+        "format": catalog.MANIFEST_FORMAT,
+        "tool": catalog.TOOL,
+        "tool_version": __version__,
+        "id": set_id,
+        "created_at": catalog.rfc3339(created_at),
+        "complete": True,
+        "host": socket.gethostname(),
+        "deployment": {
+            "compose_dir": str(deployment.compose_dir),
+            "tracker_containers": [c.name for c in deployment.trackers],
+        },
+        "database": {
+            "driver": deployment.driver,
+            "path": deployment.database.container_path,
+            "host_path": str(deployment.database.host_path),
+            **snapshot.manifest(),
+        },
+        "artifacts": [a.to_manifest() for a in artifacts],
+        "downtime_seconds": report.downtime,
+        "phases": phases,
+        "warnings": warnings,
+    }
+
+
+def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = False,
+        echo: Callable[[str], None] = print) -> int:
+    """Run one backup; return the exit code (errors are raised as MaintError)."""
+    phases = Phases()
+    started = phases.clock()
+    run_started_at = catalog.utc_now()
+    with phases.timed("preflight"):
+        deployment = discover(config.deployment, docker)
+        to_stop = trackers_to_stop(deployment, force)
+        files = database_files(deployment.database.host_path)
+        total = sum(size for _, size in files)
+        check_free_space(config.backup.directory, total + total // 2)
+    if dry_run:
+        print_plan(config, deployment, to_stop, echo, docker)
+        return 0
+
+    catalog.ensure_directory(config.backup.directory)
+    with run_lock(config.backup.directory), signals_raise():
+        set_id = catalog.set_id_for(run_started_at, config.backup.directory)
+        staged = catalog.StagedSet(config.backup.directory, set_id)
+        try:
+            manifest = _backup_into(staged, config, docker, deployment, to_stop, phases, started)
+            path = staged.commit(manifest)
+        except BaseException:
+            staged.discard()
+            raise
+        log.info("backup %s committed at %s", set_id, path)
+        echo(summary(manifest, path))
+        prune_action.apply(config, echo)
+    return 0
+
+
+def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
+                 deployment: Deployment, to_stop: list[Container], phases: Phases,
+                 started: float) -> dict:
+    snapshot_dir = staged.path / "snapshot"
+    snapshot_dir.mkdir(mode=0o700)
+    report = WindowReport()
+    database_path = deployment.database.host_path
+    if to_stop:
+        with maintenance_window(docker, to_stop, config.deployment.stop_timeout,
+                                config.deployment.start_timeout, report):
+            created_at = catalog.utc_now()
+            snapshot = sqlite_engine.snapshot(database_path, snapshot_dir)
+    else:
+        log.warning("the tracker is not running (--force): snapshot without a window")
+        created_at = catalog.utc_now()
+        snapshot = sqlite_engine.snapshot(database_path, snapshot_dir)
+    log.info("snapshot taken (%s, %d bytes)", snapshot.method, snapshot.copied_bytes)
+    warnings: list[str] = []
+    try:
+        with phases.timed("export"):
+            database = export_database(snapshot, config, staged.path)
+    finally:
+        snapshot.close()
+        snapshot_dir.rmdir()
+    with phases.timed("config"):
+        config_artifact = archive_config(deployment, config, staged.path, warnings)
+    all_phases = {**report.phases(), **phases.seconds}
+    all_phases["total"] = round(phases.clock() - started, 6)
+    return build_manifest(staged.id, created_at, deployment, snapshot,
+                          [database, config_artifact], report, all_phases, warnings)
+
+
+def summary(manifest: dict, path: Path) -> str:
+    database = manifest["artifacts"][0]
+    downtime = manifest["downtime_seconds"]
+    phases = manifest["phases"]
+    window = ", ".join(f"{name} {phases[name]:.3f} s"
+                       for name in ("stop", "snapshot", "start", "wait_healthy") if name in phases)
+    rows = ", ".join(f"{t}={n}" for t, n in manifest["database"]["tables"].items())
+    downtime_text = f"{downtime:.3f} s ({window})" if downtime is not None else "none (--force)"
+    return (
+        f"backup {manifest['id']} committed: {path}\n"
+        f"  tracker downtime: {downtime_text}\n"
+        f"  database: {database['uncompressed_size']} bytes -> {database['size']} bytes "
+        f"{database['compression']} (snapshot by {manifest['database']['snapshot_method']})\n"
+        f"  rows: {rows}\n"
+        f"  total: {phases['total']:.3f} s"
+    )

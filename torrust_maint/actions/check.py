@@ -1,0 +1,50 @@
+"""``torrust-maint check``: validate configuration and deployment, listing every problem."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from torrust_maint.actions.backup import database_files, existing_config_paths
+from torrust_maint.config import Config
+from torrust_maint.deployment import discover
+from torrust_maint.docker import Docker
+from torrust_maint.errors import ConfigError, MaintError
+
+
+def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
+    problems: list[str] = []
+    echo(f"config: {config.path}: ok")
+    try:
+        deployment = discover(config.deployment, docker)
+    except ConfigError as error:
+        problems.extend(error.problems)
+        deployment = None
+    except MaintError as error:
+        problems.append(str(error))
+        deployment = None
+    if deployment is not None:
+        echo(f"deployment: {deployment.compose_dir}")
+        for container in deployment.trackers:
+            health = f", {container.health}" if container.health else ""
+            echo(f"tracker container: {container.name} ({container.status}{health})")
+            if not container.running:
+                echo(f"warning: tracker container {container.name} is not running "
+                     "(a backup now would exit 3)")
+        echo(f"database: {deployment.database.describe()}, "
+             f"{sum(size for _, size in database_files(deployment.database.host_path))} bytes")
+        _, missing = existing_config_paths(deployment, config)
+        for relative in missing:
+            echo(f"warning: config path {deployment.compose_dir / relative} does not exist")
+    directory = config.backup.directory
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        problems.append(f"[backup] directory: {directory} is not writable")
+    else:
+        echo(f"backup directory: {directory}" + ("" if directory.exists() else " (will be created)"))
+    if problems:
+        raise ConfigError(problems)
+    echo("check: ok")
+    return 0

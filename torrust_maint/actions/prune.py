@@ -1,0 +1,55 @@
+"""``torrust-maint prune``: apply the retention policy to complete sets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from torrust_maint import catalog, retention
+from torrust_maint.config import Config
+from torrust_maint.lock import run_lock
+
+log = logging.getLogger(__name__)
+
+
+def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.BackupSet]]:
+    sets = {s.id: s for s in catalog.list_sets(config.backup.directory) if s.complete}
+    return retention.decide(list(sets.values()), config.retention), sets
+
+
+def print_decision(config: Config, echo: Callable[[str], None], prefix: str = "") -> None:
+    """Say what retention keeps and deletes, without deleting."""
+    chosen, _ = decision(config)
+    for set_id, reasons in sorted(chosen.keep.items()):
+        echo(f"{prefix}keep {set_id} ({', '.join(reasons)})")
+    for set_id in chosen.delete:
+        echo(f"{prefix}delete {set_id}")
+    if not chosen.keep and not chosen.delete:
+        echo(f"{prefix}prune nothing: no complete sets in {config.backup.directory}")
+
+
+def apply(config: Config, echo: Callable[[str], None]) -> int:
+    """Delete the sets retention does not keep (caller holds the lock)."""
+    chosen, sets = decision(config)
+    for set_id in chosen.delete:
+        strangers = catalog.delete_set(sets[set_id])
+        log.info("pruned %s", set_id)
+        echo(f"pruned {set_id}")
+        if strangers:
+            log.warning("left %s in %s: not written by torrust-maint",
+                        ", ".join(strangers), sets[set_id].path)
+    return len(chosen.delete)
+
+
+def run(config: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print) -> int:
+    if dry_run:
+        echo("dry run: nothing will be deleted")
+        print_decision(config, echo, prefix="would ")
+        return 0
+    if not config.backup.directory.is_dir():
+        echo(f"prune nothing: {config.backup.directory} does not exist")
+        return 0
+    with run_lock(config.backup.directory):
+        deleted = apply(config, echo)
+    echo(f"pruned {deleted} set(s)")
+    return 0

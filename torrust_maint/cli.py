@@ -1,0 +1,78 @@
+"""Command line: argparse subcommands; main() only wires config, docker and actions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from torrust_maint import __version__, config as config_module, journal
+from torrust_maint.actions import backup, check, listing, prune
+from torrust_maint.docker import Docker
+from torrust_maint.errors import EXIT_FAILED, MaintError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torrust-maint",
+        description="Maintenance windows and backups for Torrust Tracker deployments.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"configuration file (default: ${config_module.CONFIG_ENV_VAR} or "
+                             f"{config_module.DEFAULT_CONFIG_PATH})")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run_backup = commands.add_parser("backup", help="run a maintenance window and back up")
+    run_backup.add_argument("--dry-run", action="store_true",
+                            help="print every step and docker command; change nothing")
+    run_backup.add_argument("--force", action="store_true",
+                            help="back up even when the tracker is not running (it stays stopped)")
+
+    run_list = commands.add_parser("list", help="list backup sets")
+    run_list.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run_prune = commands.add_parser("prune", help="delete sets the retention policy does not keep")
+    run_prune.add_argument("--dry-run", action="store_true", help="say what would be deleted")
+
+    commands.add_parser("check", help="validate configuration and deployment")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    path = config_module.config_path_from(args.config, dict(os.environ))
+    config = config_module.load(path)
+    if args.command == "list":
+        return listing.run(config, as_json=args.json)
+    if args.command == "prune":
+        return prune.run(config, dry_run=args.dry_run)
+    docker = Docker(dry_run=getattr(args, "dry_run", False))
+    if args.command == "check":
+        return check.run(config, docker)
+    return backup.run(config, docker, dry_run=args.dry_run, force=args.force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    journal.setup(-1 if args.quiet else args.verbose)
+    try:
+        return dispatch(args)
+    except MaintError as error:
+        for line in str(error).splitlines() or [type(error).__name__]:
+            print(f"torrust-maint: error: {line}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("torrust-maint: error: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 -- the last line of defence: no raw traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"torrust-maint: internal error: {type(error).__name__}: {error} "
+              "(run with --debug for a traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+

@@ -1,0 +1,216 @@
+"""Discovery: .env, tracker.toml, containers and mounts -> one Deployment."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torrust_maint.config import DeploymentConfig
+from torrust_maint.docker import Container, Docker
+from torrust_maint.errors import ConfigError
+
+ENV_TOML_PATH = "TORRUST_TRACKER_CONFIG_TOML_PATH"
+ENV_DRIVER = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER"
+ENV_DB_PATH = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH"
+DEFAULT_TOML_HOST_PATH = "storage/tracker/etc/tracker.toml"
+
+
+@dataclass(frozen=True)
+class SqliteDatabase:
+    """The tracker's SQLite file, as the tracker sees it and as the host sees it."""
+
+    container_path: str
+    host_path: Path
+
+    driver = "sqlite3"
+
+    def describe(self) -> str:
+        return f"sqlite3 {self.host_path} (in the tracker: {self.container_path})"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One tracker stack: where it lives, its tracker containers and its database."""
+
+    compose_dir: Path
+    env: dict[str, str]
+    trackers: tuple[Container, ...]
+    database: SqliteDatabase
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def driver(self) -> str:
+        return self.database.driver
+
+    @property
+    def tracker_ids(self) -> list[str]:
+        return [c.id for c in self.trackers]
+
+    @property
+    def tracker_names(self) -> str:
+        return ", ".join(c.name for c in self.trackers)
+
+
+def parse_env_file(text: str, origin: str) -> dict[str, str]:
+    """Parse a docker-compose style .env file (KEY=value, quotes, comments, ``export``)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export "):].lstrip()
+        key, sep, raw = stripped.partition("=")
+        key = key.strip()
+        if not sep or not key or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{origin}:{number}: not a KEY=value line")
+        raw = raw.strip()
+        if raw[:1] in ("'", '"'):
+            quote = raw[0]
+            end = raw.find(quote, 1)
+            if end == -1:
+                raise ConfigError(f"{origin}:{number}: {key}: unterminated quote")
+            value = raw[1:end]
+        else:
+            value = raw.split(" #", 1)[0].strip()
+        values[key] = value
+    return values
+
+
+def read_env_file(compose_dir: Path) -> dict[str, str]:
+    """The deployment's .env, or an empty dict where there is none."""
+    path = compose_dir / ".env"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    return parse_env_file(text, str(path))
+
+
+def host_path_for(container: Container, container_path: str) -> Path | None:
+    """Translate a path inside the container to the host, by its longest covering mount."""
+    best = None
+    for mount in container.mounts:
+        dest = mount.destination.rstrip("/") or "/"
+        if container_path == dest or container_path.startswith(dest.rstrip("/") + "/"):
+            if best is None or len(dest) > len(best.destination.rstrip("/")):
+                best = mount
+    if best is None:
+        return None
+    rest = os.path.relpath(container_path, best.destination)
+    return Path(os.path.normpath(os.path.join(best.source, rest)))
+
+
+def find_trackers(containers: list[Container], services: tuple[str, ...],
+                  compose_dir: Path) -> tuple[list[Container], list[str]]:
+    """Containers of the tracker services, and a problem per service that has none."""
+    problems = []
+    found = []
+    for service in services:
+        matches = [c for c in containers if c.service == service]
+        if not matches:
+            seen = sorted({c.service for c in containers})
+            hint = f" (services found: {', '.join(seen)})" if seen else " (no compose containers found there)"
+            problems.append(
+                f"[deployment] tracker_services: no container of service {service!r} in the "
+                f"compose project at {compose_dir}{hint}; is the stack deployed?"
+            )
+        found.extend(sorted(matches, key=lambda c: c.name))
+    return found, problems
+
+
+def _setting(name: str, sources: list[tuple[str, dict[str, str]]]) -> tuple[str | None, str]:
+    """The first source that sets `name`; an empty value is an error, not a fallback."""
+    for origin, values in sources:
+        if name in values:
+            if not values[name].strip():
+                raise ConfigError(f"{origin}: {name} is set but empty")
+            return values[name], origin
+    return None, ""
+
+
+def _tracker_toml(compose_dir: Path, tracker: Container,
+                  sources: list[tuple[str, dict[str, str]]]) -> tuple[dict, str]:
+    toml_container_path, _ = _setting(ENV_TOML_PATH, sources)
+    host = None
+    if toml_container_path:
+        host = host_path_for(tracker, toml_container_path)
+    if host is None:
+        host = compose_dir / DEFAULT_TOML_HOST_PATH
+    try:
+        with open(host, "rb") as handle:
+            return tomllib.load(handle), str(host)
+    except FileNotFoundError:
+        return {}, str(host)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{host}: cannot read tracker configuration: {error}") from None
+
+
+def discover(settings: DeploymentConfig, docker: Docker) -> Deployment:
+    """Build the Deployment from the host, raising ConfigError with every problem found."""
+    compose_dir = settings.compose_dir
+    if not compose_dir.is_dir():
+        raise ConfigError(f"[deployment] compose_dir: {compose_dir} is not a directory")
+    env = read_env_file(compose_dir)
+    containers = docker.compose_containers(str(compose_dir))
+    trackers, problems = find_trackers(containers, settings.tracker_services, compose_dir)
+    if problems:
+        raise ConfigError(problems)
+    tracker = trackers[0]
+    sources = [(f"tracker container {tracker.name} environment", tracker.env),
+               (str(compose_dir / ".env"), env)]
+    toml, toml_origin = _tracker_toml(compose_dir, tracker, sources)
+    toml_database = toml.get("core", {}).get("database", {}) if isinstance(toml, dict) else {}
+    toml_source = [(f"{toml_origin} [core.database]", {k: str(v) for k, v in toml_database.items()})]
+
+    driver = settings.database_driver
+    if driver is None:
+        driver, _ = _setting(ENV_DRIVER, sources)
+    if driver is None:
+        driver, _ = _setting("driver", toml_source)
+    if driver is None:
+        raise ConfigError(
+            f"cannot tell the database driver: {ENV_DRIVER} is not set in the tracker container "
+            f"or {compose_dir / '.env'}, and {toml_origin} has no [core.database] driver; "
+            "set [deployment] database_driver"
+        )
+    if driver != "sqlite3":
+        raise ConfigError(f"database driver {driver!r} is not supported yet (supported: sqlite3)")
+    return Deployment(compose_dir=compose_dir, env=env, trackers=tuple(trackers),
+                      database=_sqlite_database(settings, trackers, sources, toml_source))
+
+
+def _sqlite_database(settings: DeploymentConfig, trackers: list[Container],
+                     sources, toml_source) -> SqliteDatabase:
+    origin = "[deployment] sqlite_path"
+    container_path = settings.sqlite_path
+    if container_path is None:
+        container_path, origin = _setting(ENV_DB_PATH, sources)
+    if container_path is None:
+        container_path, origin = _setting("path", toml_source)
+    if container_path is None:
+        raise ConfigError("cannot tell the SQLite path: no [core.database] path in tracker.toml "
+                          "and no override; set [deployment] sqlite_path")
+    if not container_path.startswith("/"):
+        raise ConfigError(f"{origin}: the SQLite path {container_path!r} is relative; "
+                          "set [deployment] sqlite_path to the absolute path in the container")
+    host_paths = {c.name: host_path_for(c, container_path) for c in trackers}
+    if any(path is None for path in host_paths.values()):
+        missing = ", ".join(name for name, path in host_paths.items() if path is None)
+        raise ConfigError(
+            f"{origin}: {container_path} is not on a mount of tracker container(s) {missing}: "
+            "the database would be lost with the container"
+        )
+    if len(set(host_paths.values())) > 1:
+        raise ConfigError(f"tracker containers disagree on the host path of {container_path}: "
+                          + ", ".join(f"{n} -> {p}" for n, p in host_paths.items()))
+    host_path = next(iter(host_paths.values()))
+    assert host_path is not None
+    if not host_path.is_file():
+        raise ConfigError(f"{origin}: the SQLite database {container_path} should be at "
+                          f"{host_path} on the host, but no file is there")
+    return SqliteDatabase(container_path=container_path, host_path=host_path)

@@ -1,0 +1,157 @@
+"""The one place that runs the docker CLI: argv lists in, parsed JSON out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torrust_maint.errors import DockerError
+
+log = logging.getLogger(__name__)
+
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_WORKING_DIR = "com.docker.compose.project.working_dir"
+LABEL_PROJECT = "com.docker.compose.project"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command returned."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Runner(Protocol):
+    """Runs one argv list; the seam where unit tests put a fake."""
+
+    def __call__(self, argv: list[str], timeout: float | None = None) -> CommandResult: ...
+
+
+def subprocess_runner(argv: list[str], timeout: float | None = None) -> CommandResult:
+    """Run argv without a shell and capture its output."""
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise DockerError(f"{argv[0]}: command not found (is the Docker CLI installed?)") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"{' '.join(argv[:3])} ...: no answer within {timeout:.0f} s") from None
+    return CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A container mount: host path (Source) seen at Destination inside the container."""
+
+    source: str
+    destination: str
+    read_write: bool = True
+
+
+@dataclass(frozen=True)
+class Container:
+    """What we need to know of one container, from ``docker inspect``."""
+
+    id: str
+    name: str
+    service: str
+    project: str
+    working_dir: str
+    running: bool
+    status: str
+    health: str | None
+    mounts: tuple[Mount, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    image: str = ""
+
+    @property
+    def ready(self) -> bool:
+        """Running, and healthy when the container has a healthcheck."""
+        return self.running and self.health in (None, "healthy")
+
+    @classmethod
+    def from_inspect(cls, data: dict) -> Container:
+        state = data.get("State") or {}
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        health = state.get("Health")
+        env = {}
+        for item in (data.get("Config") or {}).get("Env") or []:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return cls(
+            id=data["Id"],
+            name=data.get("Name", "").lstrip("/"),
+            service=labels.get(LABEL_SERVICE, ""),
+            project=labels.get(LABEL_PROJECT, ""),
+            working_dir=labels.get(LABEL_WORKING_DIR, ""),
+            running=bool(state.get("Running")),
+            status=state.get("Status", "unknown"),
+            health=health.get("Status") if health else None,
+            mounts=tuple(
+                Mount(m.get("Source", ""), m.get("Destination", ""), bool(m.get("RW", True)))
+                for m in data.get("Mounts") or []
+            ),
+            env=env,
+            image=(data.get("Config") or {}).get("Image", ""),
+        )
+
+
+class Docker:
+    """Docker CLI calls. With dry_run, calls that change anything are printed, not run."""
+
+    def __init__(self, runner: Runner = subprocess_runner, binary: str = "docker",
+                 dry_run: bool = False, echo=print):
+        self.runner = runner
+        self.binary = binary
+        self.dry_run = dry_run
+        self.echo = echo
+
+    def _run(self, args: list[str], timeout: float | None = 120) -> bytes:
+        argv = [self.binary, *args]
+        log.debug("running: %s", " ".join(argv))
+        result = self.runner(argv, timeout=timeout)
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
+            raise DockerError(f"docker {args[0]} failed: {message}")
+        return result.stdout
+
+    def _change(self, args: list[str], timeout: float | None = 120) -> None:
+        if self.dry_run:
+            self.echo(f"would run: {self.binary} {' '.join(args)}")
+            return
+        self._run(args, timeout=timeout)
+
+    def inspect(self, ids: list[str]) -> list[Container]:
+        """Inspect containers by id or name."""
+        if not ids:
+            return []
+        out = self._run(["container", "inspect", *ids])
+        try:
+            return [Container.from_inspect(item) for item in json.loads(out)]
+        except (ValueError, KeyError, TypeError) as error:
+            raise DockerError(f"docker container inspect: unexpected output: {error}") from None
+
+    def compose_containers(self, compose_dir: str) -> list[Container]:
+        """All containers (running or not) of the compose project in compose_dir."""
+        out = self._run(["ps", "--all", "--no-trunc", "--quiet",
+                         "--filter", f"label={LABEL_SERVICE}"])
+        ids = out.decode().split()
+        wanted = _real(compose_dir)
+        return [c for c in self.inspect(ids) if c.working_dir and _real(c.working_dir) == wanted]
+
+    def stop(self, ids: list[str], timeout: int) -> None:
+        """Stop containers, giving each `timeout` seconds between SIGTERM and SIGKILL."""
+        self._change(["stop", "-t", str(timeout), *ids], timeout=timeout + 60)
+
+    def start(self, ids: list[str]) -> None:
+        """Start (stopped) containers."""
+        self._change(["start", *ids], timeout=120)
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path.rstrip("/") or "/")

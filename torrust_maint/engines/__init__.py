@@ -1,0 +1,1 @@
+"""Database engines: the same functions in each module."""

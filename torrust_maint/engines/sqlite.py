@@ -1,0 +1,144 @@
+"""SQLite: a file-level snapshot inside the window, exported as one database file after it.
+
+Inside the window the tracker is stopped, so its database file and any ``-wal`` or hot
+``-journal`` beside it are quiescent: copying them together (a reflink where the filesystem
+has them) is a consistent snapshot whatever the journal mode. After the restart, opening the
+copy lets SQLite itself replay committed WAL frames or roll back an unfinished transaction;
+the checkpointed single file is what the backup holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torrust_maint.errors import MaintError
+
+log = logging.getLogger(__name__)
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+SIDE_FILES = ("-wal", "-journal")  # never -shm: SQLite rebuilds it from the WAL
+SNAPSHOT_NAME = "database.sqlite3"
+NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
+              errno.EBADF, errno.EPERM}
+
+
+@dataclass
+class SqliteSnapshot:
+    """Copies of the database files, taken while the tracker was stopped."""
+
+    path: Path
+    method: str
+    copied_bytes: int
+    side_files: list[str] = field(default_factory=list)
+    journal_mode: str = ""
+    table_rows: dict[str, int] = field(default_factory=dict)
+    sqlite_version: str = sqlite3.sqlite_version
+
+    def export(self) -> Path:
+        """Recover the copy into one self-contained, checked file and return its path."""
+        try:
+            connection = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                self.journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+                if self.journal_mode == "wal":
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                result = connection.execute("PRAGMA quick_check").fetchall()
+                if result != [("ok",)]:
+                    problems = "; ".join(row[0] for row in result[:5])
+                    raise MaintError(f"the SQLite snapshot fails quick_check: {problems}")
+                self.table_rows = row_counts(connection)
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            raise MaintError(f"the SQLite snapshot cannot be read: {error}") from None
+        leftovers = [s for s in ("-wal", "-journal") if Path(f"{self.path}{s}").exists()]
+        if leftovers and any(Path(f"{self.path}{s}").stat().st_size for s in leftovers):
+            raise MaintError(f"SQLite left {', '.join(leftovers)} beside the exported snapshot")
+        return self.path
+
+    def manifest(self) -> dict:
+        return {
+            "snapshot_method": self.method,
+            "snapshot_bytes": self.copied_bytes,
+            "snapshot_side_files": self.side_files,
+            "journal_mode": self.journal_mode,
+            "sqlite_version": self.sqlite_version,
+            "tables": self.table_rows,
+        }
+
+    def close(self) -> None:
+        """Remove the copies."""
+        for suffix in ("", "-wal", "-journal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
+    """Rows per table, for the manifest and for later verification."""
+    tables = [row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name")]
+    quoted = {table: '"' + table.replace('"', '""') + '"' for table in tables}
+    return {table: connection.execute(f"SELECT count(*) FROM {quoted[table]}").fetchone()[0]
+            for table in tables}
+
+
+def snapshot(database_path: Path, staging_dir: Path) -> SqliteSnapshot:
+    """Copy the database file and its -wal/-journal into staging_dir (tracker must be stopped)."""
+    target = staging_dir / SNAPSHOT_NAME
+    methods = set()
+    copied = 0
+    side_files = []
+    for suffix in ("", *SIDE_FILES):
+        source = Path(f"{database_path}{suffix}")
+        try:
+            method, size = clone_or_copy(source, Path(f"{target}{suffix}"))
+        except FileNotFoundError:
+            if suffix == "":
+                raise MaintError(f"the SQLite database {database_path} disappeared") from None
+            continue
+        methods.add(method)
+        copied += size
+        if suffix:
+            side_files.append(suffix)
+    method = "reflink" if methods == {"reflink"} else "copy"
+    return SqliteSnapshot(path=target, method=method, copied_bytes=copied, side_files=side_files)
+
+
+def clone_or_copy(source: Path, target: Path) -> tuple[str, int]:
+    """Copy a file, sharing its blocks (FICLONE) where the filesystem can; (method, bytes)."""
+    with open(source, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+                return "reflink", size
+            except OSError as error:
+                if error.errno not in NO_REFLINK:
+                    raise
+            _copy_range(src, dst, size)
+    return "copy", size
+
+
+def _copy_range(src, dst, size: int) -> None:
+    """In-kernel copy (copy_file_range), falling back to a plain copy across filesystems."""
+    offset = 0
+    try:
+        while offset < size:
+            done = os.copy_file_range(src.fileno(), dst.fileno(), size - offset)
+            if done == 0:
+                break
+            offset += done
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        src.seek(offset)
+        dst.seek(offset)
+        shutil.copyfileobj(src, dst, 1 << 20)

@@ -1,0 +1,56 @@
+"""One run at a time per backup directory: an flock that dies with its holder."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from torrust_maint.errors import LockedError, MaintError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".torrust-maint.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """Hold the lock of a backup directory, or raise LockedError naming the holder."""
+    path = directory / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise MaintError(f"cannot open lock file {path}: {error.strerror}") from None
+    with open(fd, "r+", encoding="ascii") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "unknown"
+            raise LockedError(f"another torrust-maint run (pid {holder}) holds {path}") from None
+        previous = handle.read().strip()
+        if previous.isdigit() and int(previous) != os.getpid():
+            state = "still running, but not holding it" if _pid_alive(int(previous)) else "gone"
+            log.warning("taking over a stale lock left by pid %s (%s)", previous, state)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
