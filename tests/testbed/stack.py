@@ -162,11 +162,14 @@ class TrackerStack:
             time.sleep(0.1)
         raise AssertionError(f"the stand-in did not reach {at_least} transactions")
 
-    def config_toml(self, backup_dir: Path | None = None, extra: str = "") -> str:
+    def config_toml(self, backup_dir: Path | None = None, extra: str = "",
+                    deployment_extra: str = "") -> str:
+        """The two-key config of a deployer-made host; `extra` goes into [backup]."""
         backup_dir = backup_dir or self.compose_dir / "storage/backup"
         return textwrap.dedent(f"""\
             [deployment]
             compose_dir = "{self.compose_dir}"
+            """) + deployment_extra + textwrap.dedent(f"""\
             [backup]
             directory = "{backup_dir}"
             """) + extra
