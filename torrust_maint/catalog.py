@@ -114,7 +114,7 @@ class BackupSet:
             return None
         try:
             return parse_rfc3339(self.manifest["created_at"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):  # missing, or not a string
             return None
 
     def to_json(self) -> dict:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
 
-from torrust_maint import __version__, config as config_module, journal
+from torrust_maint import __version__, journal, recovery
+from torrust_maint import config as config_module
 from torrust_maint.actions import backup, check, listing, prune
 from torrust_maint.docker import Docker
-from torrust_maint.errors import EXIT_FAILED, MaintError
+from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, MaintError
+from torrust_maint.journal import event
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_prune.add_argument("--dry-run", action="store_true", help="say what would be deleted")
 
     commands.add_parser("check", help="validate configuration and deployment")
+
+    run_recover = commands.add_parser(
+        "recover", help="start the tracker again if a window was interrupted (ExecStopPost=)")
+    run_recover.add_argument("--guardian", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -53,7 +60,18 @@ def dispatch(args: argparse.Namespace) -> int:
     docker = Docker(dry_run=getattr(args, "dry_run", False))
     if args.command == "check":
         return check.run(config, docker)
+    if args.command == "recover":
+        return recover_command(config, docker, guardian=args.guardian)
     return backup.run(config, docker, dry_run=args.dry_run, force=args.force)
+
+
+def recover_command(config, docker: Docker, guardian: bool) -> int:
+    directory, timeout = config.backup.directory, config.deployment.start_timeout
+    if guardian:
+        return recovery.guard(directory, docker, timeout)
+    if not recovery.recover(directory, docker, timeout):
+        print("no interrupted window: nothing to do")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except MaintError as error:
         for line in str(error).splitlines() or [type(error).__name__]:
             print(f"torrust-maint: error: {line}", file=sys.stderr)
+        if args.command == "backup" and error.exit_code not in (EXIT_SKIPPED, EXIT_USAGE):
+            event("backup_failed", "backup failed (exit %d): %s", error.exit_code, error,
+                  level=logging.ERROR, EXIT_CODE=error.exit_code, ERROR=str(error))
         return error.exit_code
     except KeyboardInterrupt:
         print("torrust-maint: error: interrupted", file=sys.stderr)
@@ -73,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"torrust-maint: internal error: {type(error).__name__}: {error} "
               "(run with --debug for a traceback)", file=sys.stderr)
+        if args.command == "backup":
+            event("backup_failed", "backup failed: internal error %s: %s",
+                  type(error).__name__, error, level=logging.ERROR, EXIT_CODE=EXIT_FAILED,
+                  ERROR=f"{type(error).__name__}: {error}")
         return EXIT_FAILED
 
 

@@ -32,6 +32,7 @@ class DeploymentConfig:
     tracker_services: tuple[str, ...] = ("tracker",)
     database_driver: str | None = None
     sqlite_path: str | None = None
+    database_service: str = "mysql"
     stop_timeout: int = 10
     start_timeout: int = 120
 
@@ -167,6 +168,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
         "tracker_services": (_list_of(_string), False),
         "database_driver": (_one_of(DRIVERS), False),
         "sqlite_path": (_container_path, False),
+        "database_service": (_string, False),
         "stop_timeout": (_int_between(0, 3600), False),
         "start_timeout": (_int_between(1, 3600), False),
     },

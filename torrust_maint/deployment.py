@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +32,32 @@ class SqliteDatabase:
 
 
 @dataclass(frozen=True)
+class MysqlDatabase:
+    """The tracker's MySQL/MariaDB database: its container, address and credentials."""
+
+    container: Container
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+    credentials_origin: str = ""
+
+    driver = "mysql"
+
+    def describe(self) -> str:
+        return (f"mysql database {self.database!r} as user {self.user!r} in container "
+                f"{self.container.name} ({self.host}:{self.port})")
+
+
+@dataclass(frozen=True)
 class Deployment:
     """One tracker stack: where it lives, its tracker containers and its database."""
 
     compose_dir: Path
     env: dict[str, str]
     trackers: tuple[Container, ...]
-    database: SqliteDatabase
+    database: SqliteDatabase | MysqlDatabase
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -88,11 +108,14 @@ def read_env_file(compose_dir: Path) -> dict[str, str]:
         return {}
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     return parse_env_file(text, str(path))
 
 
 def host_path_for(container: Container, container_path: str) -> Path | None:
     """Translate a path inside the container to the host, by its longest covering mount."""
+    container_path = os.path.normpath(container_path)  # no `..` out of a mount, no `./`
     best = None
     for mount in container.mounts:
         dest = mount.destination.rstrip("/") or "/"
@@ -146,7 +169,7 @@ def _tracker_toml(compose_dir: Path, tracker: Container,
             return tomllib.load(handle), str(host)
     except FileNotFoundError:
         return {}, str(host)
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{host}: cannot read tracker configuration: {error}") from None
 
 
@@ -178,10 +201,77 @@ def discover(settings: DeploymentConfig, docker: Docker) -> Deployment:
             f"or {compose_dir / '.env'}, and {toml_origin} has no [core.database] driver; "
             "set [deployment] database_driver"
         )
-    if driver != "sqlite3":
-        raise ConfigError(f"database driver {driver!r} is not supported yet (supported: sqlite3)")
+    if driver == "mysql":
+        database: SqliteDatabase | MysqlDatabase = _mysql_database(
+            settings, containers, tracker, sources, env, compose_dir)
+    elif driver == "sqlite3":
+        database = _sqlite_database(settings, trackers, sources, toml_source)
+    else:
+        raise ConfigError(f"database driver {driver!r} is not supported "
+                          "(supported: sqlite3, mysql)")
     return Deployment(compose_dir=compose_dir, env=env, trackers=tuple(trackers),
-                      database=_sqlite_database(settings, trackers, sources, toml_source))
+                      database=database)
+
+
+def parse_mysql_dsn(dsn: str, origin: str) -> dict[str, str | int]:
+    """user, password, host, port and database of a ``mysql://`` DSN (percent-decoded)."""
+    parts = urllib.parse.urlsplit(dsn)
+    problems = []
+    if parts.scheme != "mysql":
+        problems.append("does not start with mysql://")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        problems.append("has an invalid port")
+        port = 3306
+    database = urllib.parse.unquote(parts.path.lstrip("/"))
+    if not parts.username:
+        problems.append("has no user")
+    if not database:
+        problems.append("has no database name")
+    if problems:  # never show the DSN itself: it holds the password
+        raise ConfigError(f"{origin}: {ENV_DB_PATH} {' and '.join(problems)}")
+    return {"user": urllib.parse.unquote(parts.username or ""),
+            "password": urllib.parse.unquote(parts.password or ""),
+            "host": parts.hostname or "", "port": port, "database": database}
+
+
+def _mysql_credentials(sources, env: dict[str, str], compose_dir: Path) -> tuple[dict, str]:
+    dsn, origin = _setting(ENV_DB_PATH, sources)
+    if dsn is not None:
+        return parse_mysql_dsn(dsn, origin), origin
+    env_origin = str(compose_dir / ".env")
+    missing = [key for key in ("MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD")
+               if not env.get(key, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"cannot find the MySQL credentials: no {ENV_DB_PATH} DSN in the tracker container "
+            f"or .env, and {env_origin} lacks (or has empty) {', '.join(missing)}")
+    return ({"user": env["MYSQL_USER"], "password": env["MYSQL_PASSWORD"], "port": 3306,
+             "database": env["MYSQL_DATABASE"]}, env_origin)
+
+
+def _mysql_database(settings: DeploymentConfig, containers: list[Container],
+                    tracker: Container, sources, env: dict[str, str],
+                    compose_dir: Path) -> MysqlDatabase:
+    credentials, origin = _mysql_credentials(sources, env, compose_dir)
+    service = settings.database_service
+    matches = [c for c in containers if c.service == service]
+    if not matches:
+        seen = sorted({c.service for c in containers})
+        raise ConfigError(
+            f"[deployment] database_service: no container of service {service!r} in the compose "
+            f"project at {compose_dir} (services found: {', '.join(seen) or 'none'})")
+    container = matches[0]
+    shared = [net for net in container.networks if net in tracker.networks]
+    networks = shared or list(container.networks)
+    if not networks:
+        raise ConfigError(f"database container {container.name} has no IP address on a Docker "
+                          "network (is it running?)")
+    return MysqlDatabase(container=container, host=container.networks[networks[0]],
+                         port=int(credentials["port"]), database=str(credentials["database"]),
+                         user=str(credentials["user"]), password=str(credentials["password"]),
+                         credentials_origin=origin)
 
 
 def _sqlite_database(settings: DeploymentConfig, trackers: list[Container],

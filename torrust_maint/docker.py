@@ -68,6 +68,7 @@ class Container:
     mounts: tuple[Mount, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     image: str = ""
+    networks: dict[str, str] = field(default_factory=dict)  # network name -> IP address
 
     @property
     def ready(self) -> bool:
@@ -98,6 +99,9 @@ class Container:
             ),
             env=env,
             image=(data.get("Config") or {}).get("Image", ""),
+            networks={name: net.get("IPAddress", "")
+                      for name, net in ((data.get("NetworkSettings") or {}).get("Networks")
+                                        or {}).items() if net and net.get("IPAddress")},
         )
 
 
@@ -151,6 +155,23 @@ class Docker:
     def start(self, ids: list[str]) -> None:
         """Start (stopped) containers."""
         self._change(["start", *ids], timeout=120)
+
+    def exec_output(self, container_id: str, argv: list[str], timeout: float = 60) -> bytes:
+        """Run a read-only command in a running container and return its output."""
+        return self._run(["exec", container_id, *argv], timeout=timeout)
+
+    def exec_stream(self, container_id: str, argv: list[str]) -> subprocess.Popen:
+        """Start a command in a container with stdin, stdout and stderr as pipes.
+
+        Secrets go through stdin, never argv: argv is visible in `ps` on the host.
+        """
+        command = [self.binary, "exec", "--interactive", container_id, *argv]
+        log.debug("starting: %s", " ".join(command))
+        try:
+            return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise DockerError(f"{self.binary}: command not found") from None
 
 
 def _real(path: str) -> str:

@@ -52,6 +52,8 @@ def decide(sets: Sequence[Dated], policy: RetentionConfig) -> Decision:
             if len(seen) >= count:
                 break
             period = period_of(backup_set.created_at.astimezone(dt.timezone.utc))
+            if rule == "last":  # every set counts, even two recorded at the same instant
+                period = (period, backup_set.id)
             if period not in seen:
                 seen.add(period)
                 keep.setdefault(backup_set.id, []).append(f"keep_{rule}")

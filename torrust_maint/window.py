@@ -9,8 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from torrust_maint import notify
 from torrust_maint.docker import Container, Docker
 from torrust_maint.errors import DockerError, Interrupted, TrackerDownError
+from torrust_maint.journal import event
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,8 @@ def maintenance_window(docker: Docker, trackers: list[Container], stop_timeout: 
     """Stop the tracker containers, yield, then start them again whatever happened inside."""
     ids = [c.id for c in trackers]
     names = ", ".join(c.name for c in trackers)
-    log.info("stopping tracker (%s)", names)
+    event("window_started", "stopping tracker (%s)", names, TRACKER_CONTAINERS=names)
+    notify.status(f"maintenance window: stopping tracker ({names})")
     report.mark("stop_requested")
     try:
         with signals_deferred():  # an interrupted `docker stop` would race with our start
@@ -121,14 +124,21 @@ def maintenance_window(docker: Docker, trackers: list[Container], stop_timeout: 
             if still_running:
                 raise DockerError(f"tracker still running after docker stop: {', '.join(still_running)}")
         report.mark("stopped")
-        log.info("tracker stopped after %.3f s", report.between("stop_requested", "stopped"))
+        stop_seconds = report.between("stop_requested", "stopped")
+        event("tracker_stopped", "tracker stopped after %.3f s", stop_seconds,
+              TRACKER_CONTAINERS=names, TRACKER_STOP_SEC=stop_seconds)
+        notify.status("maintenance window: snapshot")
         yield report
     finally:
         with signals_deferred():
             report.mark("start_requested")
             log.info("starting tracker (%s)", names)
+            notify.status(f"maintenance window: starting tracker ({names})")
             if docker.dry_run:
                 docker.start(ids)
             else:
                 wait_until_ready(docker, ids, start_timeout, report, sleep)
-                log.info("tracker running again; downtime %.3f s", report.downtime)
+                event("tracker_started", "tracker running again; downtime %.3f s",
+                      report.downtime, TRACKER_CONTAINERS=names,
+                      TRACKER_DOWNTIME_SEC=report.downtime,
+                      TRACKER_HEALTHY_SEC=report.between("stop_requested", "ready"))

@@ -298,3 +298,35 @@ def test_snapshot_uses_reflinks_where_the_filesystem_has_them(make_stack, tmp_pa
     finally:
         os.environ.pop("TORRUST_MAINT_IT_ROOT", None)
         subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_sigkill_inside_the_window_the_guardian_restarts_the_tracker(make_stack):
+    # SIGKILL leaves no `finally`: the guardian process sees its pipe close and recovers,
+    # also when our `docker stop` is still under way in the daemon (the tracker ignores
+    # SIGTERM, so the stop ends with a SIGKILL 2 s later).
+    tracker = make_stack(ignore_sigterm=True)
+    config = write_config(tracker, deployment_extra="stop_timeout = 2\n")
+    marker = tracker.compose_dir / "storage/backup/.torrust-maint-window.json"
+    process = subprocess.Popen([PYTHON, "-m", "torrust_maint", "--config", str(config), "backup"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in process.stderr:
+        if "stopping tracker" in line:
+            break
+    assert marker.exists()
+    time.sleep(0.3)
+    process.kill()
+    process.wait()
+
+    deadline = time.monotonic() + 60
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not marker.exists(), "the guardian did not finish recovering"
+    tracker.wait_healthy(timeout=10)
+    assert len(tracker.startup_seqs()) == 2  # stopped (killed by docker stop), started again
+    [leftover] = list_sets(config)  # the killed run's staging directory, shown as incomplete
+    assert leftover["complete"] is False
+
+    done = run_cli(config, "backup")  # the next run works and clears the leftover
+    assert done.returncode == 0, done.stderr
+    assert [s["complete"] for s in list_sets(config)] == [True]

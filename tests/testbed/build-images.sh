@@ -8,6 +8,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 LABEL=org.torrust-maint.content-hash
 BASE_REPO=torrust-maint-test/base
 TRACKER_IMAGE=torrust-maint-test/tracker:latest
+MARIADB_IMAGE=torrust-maint-test/mariadb:latest
 BASE_PACKAGES=python3,python3-pymysql,ca-certificates
 
 log() { printf 'build-images: %s\n' "$*" >&2; }
@@ -33,7 +34,9 @@ build_base() {
     rm -rf "$rootfs" "$rootfs.log"
 }
 
-base_hash=$(printf '%s\n' "$BASE_PACKAGES" | cat - "$0" | sha256sum | cut -c1-16)
+# Bump BASE_RECIPE when build_base changes.
+BASE_RECIPE=1
+base_hash=$(printf 'bookworm %s %s\n' "$BASE_PACKAGES" "$BASE_RECIPE" | sha256sum | cut -c1-16)
 base_image="$BASE_REPO:$base_hash"
 if [[ "$(image_hash "$base_image")" != "$base_hash" ]]; then
     build_base "$base_hash" "$base_image"
@@ -47,4 +50,15 @@ if [[ "$(image_hash "$TRACKER_IMAGE")" != "$tracker_hash" ]]; then
         --build-arg "BASE_IMAGE=$base_image" -t "$TRACKER_IMAGE" \
         -f "$HERE/images/tracker/Dockerfile" "$HERE" >/dev/null
 fi
-log "ready: $base_image, $TRACKER_IMAGE"
+# MariaDB from Debian, standing in for the deployer's mysql:8.4 (tagged as such too).
+mariadb_hash=$(printf '%s\n' "$base_hash" | cat - "$HERE/images/mariadb/Dockerfile" \
+    "$HERE/images/mariadb/mysql-entrypoint.sh" | sha256sum | cut -c1-16)
+if [[ "$(image_hash "$MARIADB_IMAGE")" != "$mariadb_hash" ]]; then
+    log "building $MARIADB_IMAGE (Debian's mariadb-server)"
+    DOCKER_BUILDKIT=0 docker build --quiet --label "$LABEL=$mariadb_hash" \
+        --build-arg "BASE_IMAGE=$base_image" -t "$MARIADB_IMAGE" \
+        "$HERE/images/mariadb" >/dev/null
+fi
+docker tag "$MARIADB_IMAGE" mysql:8.4
+
+log "ready: $base_image, $TRACKER_IMAGE, $MARIADB_IMAGE (= mysql:8.4)"

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import textwrap
 import time
+import urllib.parse
 from pathlib import Path
 
 TRACKER_IMAGE = "torrust-maint-test/tracker:latest"
@@ -40,6 +41,60 @@ services:
         max-file: "10"
 """
 
+COMPOSE_MYSQL = """\
+# Shaped like the Torrust deployer's docker-compose.yml for MySQL (tracker + mysql services).
+services:
+  tracker:
+    image: {image}
+    container_name: {container_name}
+    tty: true
+    restart: unless-stopped
+    environment:
+      - TORRUST_TRACKER_CONFIG_TOML_PATH=${{TORRUST_TRACKER_CONFIG_TOML_PATH}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER=${{TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH=${{TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN=${{TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN}}
+      - STANDIN_IGNORE_SIGTERM=${{STANDIN_IGNORE_SIGTERM:-0}}
+      - STANDIN_INTERVAL_MS=${{STANDIN_INTERVAL_MS:-5}}
+    networks:
+      - database_network
+    volumes:
+      - ./storage/tracker/lib:/var/lib/torrust/tracker:Z
+      - ./storage/tracker/log:/var/log/torrust/tracker:Z
+      - ./storage/tracker/etc:/etc/torrust/tracker:Z
+    depends_on:
+      mysql:
+        condition: service_healthy
+
+  mysql:
+    image: mysql:8.4
+    container_name: {mysql_container_name}
+    restart: unless-stopped
+    command: --mysql-native-password=ON
+    environment:
+      - MYSQL_ROOT_PASSWORD=${{MYSQL_ROOT_PASSWORD}}
+      - MYSQL_DATABASE=${{MYSQL_DATABASE}}
+      - MYSQL_USER=${{MYSQL_USER}}
+      - MYSQL_PASSWORD=${{MYSQL_PASSWORD}}
+    networks:
+      - database_network
+    volumes:
+      - ./storage/mysql/data:/var/lib/mysql
+    healthcheck:
+      test: ["CMD", "mysqladmin", "ping", "-h", "localhost"]
+      interval: 1s
+      timeout: 5s
+      retries: 60
+      start_period: 60s
+
+networks:
+  database_network: {{}}
+"""
+
+# Awkward on purpose: a double quote (option files) and URL-reserved characters (the DSN).
+MYSQL_USER_PASSWORD = 'tr@ck:er/p%ss"w0rd#1'
+
+
 TRACKER_TOML = """\
 [metadata]
 app = "torrust-tracker"
@@ -59,6 +114,13 @@ path = "{db_path}"
 """
 
 
+def env_quote(value: str) -> str:
+    """Quote a .env value as compose reads it: single quotes, or double with escapes."""
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def compose(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "compose", *args], cwd=directory, check=check,
                           capture_output=True, text=True)
@@ -73,9 +135,11 @@ class TrackerStack:
 
     def __init__(self, compose_dir: Path, container_name: str, *, journal_mode: str = "delete",
                  wal_autocheckpoint: int = 1000, ignore_sigterm: bool = False,
-                 interval_ms: int = 5):
+                 interval_ms: int = 5, driver: str = "sqlite3"):
         self.compose_dir = compose_dir
         self.container_name = container_name
+        self.driver = driver
+        self.mysql_container_name = f"{container_name}-mysql"
         self.settings = {
             "STANDIN_JOURNAL_MODE": journal_mode,
             "STANDIN_WAL_AUTOCHECKPOINT": str(wal_autocheckpoint),
@@ -96,14 +160,30 @@ class TrackerStack:
             (root / sub).mkdir(parents=True, exist_ok=True)
         env = {
             "TORRUST_TRACKER_CONFIG_TOML_PATH": "/etc/torrust/tracker/tracker.toml",
-            "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER": "sqlite3",
+            "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER": self.driver,
             "TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN": "test-admin-token",
             **self.settings,
         }
-        (root / ".env").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
+        if self.driver == "mysql":
+            (root / "storage/mysql/data").mkdir(parents=True, exist_ok=True)
+            quoted = urllib.parse.quote(MYSQL_USER_PASSWORD, safe="")
+            env.update({
+                "MYSQL_ROOT_PASSWORD": "root-secret-pw",
+                "MYSQL_DATABASE": "torrust_tracker",
+                "MYSQL_USER": "db_user",
+                "MYSQL_PASSWORD": MYSQL_USER_PASSWORD,
+                "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH":
+                    f"mysql://db_user:{quoted}@mysql:3306/torrust_tracker",
+            })
+            compose_file = COMPOSE_MYSQL.format(image=TRACKER_IMAGE,
+                                                container_name=self.container_name,
+                                                mysql_container_name=self.mysql_container_name)
+        else:
+            compose_file = COMPOSE_SQLITE.format(image=TRACKER_IMAGE,
+                                                 container_name=self.container_name)
+        (root / ".env").write_text("".join(f"{k}={env_quote(v)}\n" for k, v in env.items()))
         os.chmod(root / ".env", 0o600)
-        (root / "docker-compose.yml").write_text(COMPOSE_SQLITE.format(
-            image=TRACKER_IMAGE, container_name=self.container_name))
+        (root / "docker-compose.yml").write_text(compose_file)
         (root / "storage/tracker/etc/tracker.toml").write_text(
             TRACKER_TOML.format(db_path=CONTAINER_DB_PATH))
         (root / "storage/prometheus/etc/prometheus.yml").write_text("global: {}\n")
@@ -115,7 +195,7 @@ class TrackerStack:
 
     def down(self) -> None:
         if not (self.compose_dir / "docker-compose.yml").exists():
-            docker("rm", "--force", self.container_name, check=False)
+            docker("rm", "--force", self.container_name, self.mysql_container_name, check=False)
             return
         compose(self.compose_dir, "down", "--volumes", "--timeout", "1", check=False)
 
@@ -143,8 +223,24 @@ class TrackerStack:
         """The seq each start of the stand-in found in the database, in order."""
         return [int(n) for n in re.findall(r"standin: startup seq=(\d+)", self.logs())]
 
+    def mysql_address(self) -> str:
+        data = json.loads(docker("container", "inspect", self.mysql_container_name).stdout)[0]
+        networks = data["NetworkSettings"]["Networks"]
+        return next(net["IPAddress"] for net in networks.values() if net.get("IPAddress"))
+
+    def mysql_connect(self):
+        """A root connection to the stack's database (test code only)."""
+        import pymysql
+
+        return pymysql.connect(host=self.mysql_address(), user="root",
+                               password="root-secret-pw", database="torrust_tracker",
+                               autocommit=True)
+
     def wait_for_writes(self, at_least: int, timeout: float = 30) -> None:
         """Wait until the live database holds at least `at_least` transactions."""
+        if self.driver == "mysql":
+            self._wait_for_mysql_writes(at_least, timeout)
+            return
         import sqlite3
 
         deadline = time.monotonic() + timeout
@@ -160,6 +256,23 @@ class TrackerStack:
             except sqlite3.Error:
                 pass
             time.sleep(0.1)
+        raise AssertionError(f"the stand-in did not reach {at_least} transactions")
+
+    def _wait_for_mysql_writes(self, at_least: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                connection = self.mysql_connect()
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT value FROM torrent_aggregate_metrics "
+                                   "WHERE metric_name = 'torrents_downloads_total'")
+                    row = cursor.fetchone()
+                connection.close()
+                if row and row[0] >= at_least:
+                    return
+            except Exception:  # noqa: BLE001 -- not up yet
+                pass
+            time.sleep(0.2)
         raise AssertionError(f"the stand-in did not reach {at_least} transactions")
 
     def config_toml(self, backup_dir: Path | None = None, extra: str = "",

@@ -11,20 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from torrust_maint import __version__, catalog
+from torrust_maint import __version__, catalog, notify
 from torrust_maint.actions import prune as prune_action
-from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer, copy_stream
+from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, discover
 from torrust_maint.docker import Container, Docker
+from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import MaintError, SkippedError
+from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
+from torrust_maint.recovery import WindowGuard, WindowMarker, recover
 from torrust_maint.window import WindowReport, maintenance_window, signals_raise
 
 log = logging.getLogger(__name__)
 
-DATABASE_STEM = "database.sqlite3"
+ENGINES = {"sqlite3": sqlite_engine, "mysql": mysql_engine}
 CONFIG_STEM = "config.tar"
 
 
@@ -53,6 +56,8 @@ def trackers_to_stop(deployment: Deployment, force: bool) -> list[Container]:
     stopped = [c for c in deployment.trackers if not c.running]
     if stopped and not force:
         states = ", ".join(f"{c.name} ({c.status})" for c in stopped)
+        event("backup_skipped", "backup skipped: tracker not running (%s)", states,
+              level=logging.WARNING, TRACKER_CONTAINERS=states)
         raise SkippedError(
             f"the tracker is not running: {states}; nothing was done. "
             "Start it, or run with --force to back up the database as it is "
@@ -61,9 +66,12 @@ def trackers_to_stop(deployment: Deployment, force: bool) -> list[Container]:
     return [c for c in deployment.trackers if c.running]
 
 
-def database_files(path: Path) -> list[tuple[Path, int]]:
-    """The database file and its side files that a snapshot copies, with their sizes."""
-    found = []
+def database_files(database) -> list[tuple[Path, int]]:
+    """The SQLite file and side files that a snapshot copies, with their sizes (none for MySQL)."""
+    found: list[tuple[Path, int]] = []
+    if database.driver != "sqlite3":
+        return found
+    path = database.host_path
     for suffix in ("", *sqlite_engine.SIDE_FILES):
         candidate = Path(f"{path}{suffix}")
         if candidate.exists():
@@ -108,15 +116,32 @@ def archive_config(deployment: Deployment, config: Config, target_dir: Path,
     return artifact
 
 
-def export_database(snapshot: sqlite_engine.SqliteSnapshot, config: Config,
-                    target_dir: Path) -> Artifact:
-    """Recover the snapshot into one file and compress it into the set."""
-    exported = snapshot.export()
-    with compressed_writer(target_dir, "database", DATABASE_STEM, config.backup.compression,
+def export_database(snapshot, stem: str, config: Config, target_dir: Path) -> Artifact:
+    """Export the snapshot (after the window) and compress it into the set."""
+    notify.status("exporting the database")
+    progress = Progress(f"exporting database ({config.backup.compression})")
+    with compressed_writer(target_dir, "database", stem, config.backup.compression,
                            config.backup.compression_level) as (stream, artifact):
-        with open(exported, "rb") as source:
-            copy_stream(source, stream)
+        snapshot.export_to(stream, progress)
     return artifact
+
+
+class Progress:
+    """Throttled progress for long phases: STATUS= under systemd, log lines otherwise."""
+
+    def __init__(self, what: str, every: float = 2.0):
+        self.what, self.every = what, every
+        self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        text = f"{self.what}: {done / 1e6:.0f} MB so far"
+        notify.status(text)
+        notify.extend_timeout(600)
+        log.info(text)
 
 
 def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
@@ -130,20 +155,31 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
         health = f", {container.health}" if container.health else ""
         echo(f"tracker container: {container.name} ({container.status}{health})")
     echo(f"database: {deployment.database.describe()}")
-    files = database_files(deployment.database.host_path)
+    files = database_files(deployment.database)
+    engine = ENGINES[deployment.driver]
     echo("would lock: " + str(directory / ".torrust-maint.lock"))
     echo(f"would create backup set in: {directory}")
+    if deployment.driver == "mysql":
+        echo("would connect to MySQL and start the container's dump tool (waiting for its "
+             "credentials on stdin): docker exec --interactive "
+             f"{deployment.database.container.name} mariadb-dump|mysqldump "
+             f"--defaults-extra-file=/dev/stdin {' '.join(mysql_engine.DUMP_OPTIONS)} "
+             f"{deployment.database.database}")
     if to_stop:
         docker.stop([c.id for c in to_stop], config.deployment.stop_timeout)
-    echo("would snapshot (reflink where the filesystem can, else an in-kernel copy): "
-         + ", ".join(f"{p} ({size} bytes)" for p, size in files))
+    if deployment.driver == "mysql":
+        echo("would open the consistent snapshot (START TRANSACTION WITH CONSISTENT SNAPSHOT; "
+             "the dump starts its single transaction)")
+    else:
+        echo("would snapshot (reflink where the filesystem can, else an in-kernel copy): "
+             + ", ".join(f"{p} ({size} bytes)" for p, size in files))
     if to_stop:
         docker.start([c.id for c in to_stop])
         echo(f"would wait until the tracker runs (and is healthy), at most "
              f"{config.deployment.start_timeout} s")
     else:
         echo("would not stop or start the tracker (it is not running; --force)")
-    echo(f"would check and export the snapshot into {DATABASE_STEM}{suffix} "
+    echo(f"would check and export the snapshot into {engine.FILE_STEM}{suffix} "
          f"({config.backup.compression})")
     present, missing = existing_config_paths(deployment, config)
     echo(f"would archive config paths into {CONFIG_STEM}{suffix}: {', '.join(present) or 'none'}")
@@ -154,7 +190,7 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
 
 
 def build_manifest(set_id: str, created_at, deployment: Deployment,
-                   snapshot: sqlite_engine.SqliteSnapshot, artifacts: list[Artifact],
+                   snapshot, artifacts: list[Artifact],
                    report: WindowReport, phases: dict[str, float],
                    warnings: list[str]) -> dict:
     return {
@@ -171,8 +207,7 @@ def build_manifest(set_id: str, created_at, deployment: Deployment,
         },
         "database": {
             "driver": deployment.driver,
-            "path": deployment.database.container_path,
-            "host_path": str(deployment.database.host_path),
+            **database_location(deployment),
             **snapshot.manifest(),
         },
         "artifacts": [a.to_manifest() for a in artifacts],
@@ -182,6 +217,13 @@ def build_manifest(set_id: str, created_at, deployment: Deployment,
     }
 
 
+def database_location(deployment: Deployment) -> dict:
+    database = deployment.database
+    if database.driver == "sqlite3":
+        return {"path": database.container_path, "host_path": str(database.host_path)}
+    return {"user": database.user}
+
+
 def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = False,
         echo: Callable[[str], None] = print) -> int:
     """Run one backup; return the exit code (errors are raised as MaintError)."""
@@ -189,9 +231,12 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
     started = phases.clock()
     run_started_at = catalog.utc_now()
     with phases.timed("preflight"):
+        if not dry_run and WindowMarker.read(config.backup.directory):
+            log.warning("an earlier window was interrupted; starting its tracker first")
+            recover(config.backup.directory, docker, config.deployment.start_timeout, echo)
         deployment = discover(config.deployment, docker)
         to_stop = trackers_to_stop(deployment, force)
-        files = database_files(deployment.database.host_path)
+        files = database_files(deployment.database)
         total = sum(size for _, size in files)
         check_free_space(config.backup.directory, total + total // 2)
     if dry_run:
@@ -208,9 +253,16 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
         except BaseException:
             staged.discard()
             raise
-        log.info("backup %s committed at %s", set_id, path)
+        database = manifest["artifacts"][0]
+        event("backup_committed", "backup %s committed at %s", set_id, path,
+              BACKUP_ID=set_id, BACKUP_PATH=str(path), DB_DRIVER=deployment.driver,
+              BACKUP_BYTES=sum(a["size"] for a in manifest["artifacts"]),
+              DB_BYTES=database["uncompressed_size"],
+              TRACKER_DOWNTIME_SEC=manifest["downtime_seconds"])
         echo(summary(manifest, path))
+        notify.status("pruning")
         prune_action.apply(config, echo)
+        notify.status(f"backup {set_id} committed")
     return 0
 
 
@@ -220,24 +272,33 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
     snapshot_dir = staged.path / "snapshot"
     snapshot_dir.mkdir(mode=0o700)
     report = WindowReport()
-    database_path = deployment.database.host_path
-    if to_stop:
-        with maintenance_window(docker, to_stop, config.deployment.stop_timeout,
-                                config.deployment.start_timeout, report):
+    engine = ENGINES[deployment.driver]
+    notify.status("preparing the snapshot")
+    prepared = engine.prepare(docker, deployment.database, snapshot_dir)
+    try:
+        if to_stop:
+            with WindowGuard(config.path, config.backup.directory, [c.id for c in to_stop],
+                             [c.name for c in to_stop], config.deployment.stop_timeout), \
+                    maintenance_window(docker, to_stop, config.deployment.stop_timeout,
+                                       config.deployment.start_timeout, report):
+                created_at = catalog.utc_now()
+                snapshot = prepared.open()
+        else:
+            log.warning("the tracker is not running (--force): snapshot without a window")
             created_at = catalog.utc_now()
-            snapshot = sqlite_engine.snapshot(database_path, snapshot_dir)
-    else:
-        log.warning("the tracker is not running (--force): snapshot without a window")
-        created_at = catalog.utc_now()
-        snapshot = sqlite_engine.snapshot(database_path, snapshot_dir)
-    log.info("snapshot taken (%s, %d bytes)", snapshot.method, snapshot.copied_bytes)
+            snapshot = prepared.open()
+    except BaseException:
+        prepared.abort()
+        raise
+    log.info("snapshot open; exporting it while the tracker serves")
     warnings: list[str] = []
     try:
         with phases.timed("export"):
-            database = export_database(snapshot, config, staged.path)
+            database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
     finally:
         snapshot.close()
         snapshot_dir.rmdir()
+    notify.status("archiving config files")
     with phases.timed("config"):
         config_artifact = archive_config(deployment, config, staged.path, warnings)
     all_phases = {**report.phases(), **phases.seconds}
@@ -258,7 +319,7 @@ def summary(manifest: dict, path: Path) -> str:
         f"backup {manifest['id']} committed: {path}\n"
         f"  tracker downtime: {downtime_text}\n"
         f"  database: {database['uncompressed_size']} bytes -> {database['size']} bytes "
-        f"{database['compression']} (snapshot by {manifest['database']['snapshot_method']})\n"
+        f"{database['compression']}\n"
         f"  rows: {rows}\n"
         f"  total: {phases['total']:.3f} s"
     )

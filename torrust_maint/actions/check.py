@@ -32,7 +32,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
                 echo(f"warning: tracker container {container.name} is not running "
                      "(a backup now would exit 3)")
         echo(f"database: {deployment.database.describe()}, "
-             f"{sum(size for _, size in database_files(deployment.database.host_path))} bytes")
+             f"{sum(size for _, size in database_files(deployment.database))} bytes")
         _, missing = existing_config_paths(deployment, config)
         for relative in missing:
             echo(f"warning: config path {deployment.compose_dir / relative} does not exist")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Callable
 
 from torrust_maint import catalog, retention
 from torrust_maint.config import Config
+from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,21 @@ def print_decision(config: Config, echo: Callable[[str], None], prefix: str = ""
         echo(f"{prefix}prune nothing: no complete sets in {config.backup.directory}")
 
 
+def remove_unfinished(config: Config) -> None:
+    """Remove staging directories of runs that died (we hold the lock: none is being written)."""
+    for leftover in catalog.list_sets(config.backup.directory):
+        if leftover.path.name.startswith(catalog.STAGING_PREFIX):
+            log.warning("removing %s, left by an interrupted run", leftover.path)
+            shutil.rmtree(leftover.path)
+
+
 def apply(config: Config, echo: Callable[[str], None]) -> int:
     """Delete the sets retention does not keep (caller holds the lock)."""
+    remove_unfinished(config)
     chosen, sets = decision(config)
     for set_id in chosen.delete:
         strangers = catalog.delete_set(sets[set_id])
-        log.info("pruned %s", set_id)
+        event("sets_pruned", "pruned %s", set_id, BACKUP_ID=set_id)
         echo(f"pruned {set_id}")
         if strangers:
             log.warning("left %s in %s: not written by torrust-maint",

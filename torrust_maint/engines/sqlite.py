@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from torrust_maint.errors import MaintError
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 SIDE_FILES = ("-wal", "-journal")  # never -shm: SQLite rebuilds it from the WAL
 SNAPSHOT_NAME = "database.sqlite3"
+FILE_STEM = "database.sqlite3"
 NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
               errno.EBADF, errno.EPERM}
 
@@ -63,6 +65,13 @@ class SqliteSnapshot:
             raise MaintError(f"SQLite left {', '.join(leftovers)} beside the exported snapshot")
         return self.path
 
+    def export_to(self, stream, progress: Callable[[int], None] | None = None) -> None:
+        """Recover and check the copy, then write the single database file into `stream`."""
+        from torrust_maint.compress import copy_stream
+
+        with open(self.export(), "rb") as source:
+            copy_stream(source, stream, progress)
+
     def manifest(self) -> dict:
         return {
             "snapshot_method": self.method,
@@ -77,6 +86,26 @@ class SqliteSnapshot:
         """Remove the copies."""
         for suffix in ("", "-wal", "-journal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+@dataclass
+class SqlitePrepared:
+    """What the window will copy, and where to."""
+
+    database_path: Path
+    staging_dir: Path
+
+    def open(self) -> SqliteSnapshot:
+        """Inside the window (tracker stopped): copy the files."""
+        return snapshot(self.database_path, self.staging_dir)
+
+    def abort(self) -> None:
+        pass
+
+
+def prepare(docker, database, staging_dir: Path) -> SqlitePrepared:
+    """Before the window: nothing to open for SQLite, only the plan."""
+    return SqlitePrepared(database.host_path, staging_dir)
 
 
 def row_counts(connection: sqlite3.Connection) -> dict[str, int]:

@@ -1,0 +1,242 @@
+"""Shared fixtures for the unit tests: a fake docker CLI and a tracker deployment on disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from torrust_maint.config import DeploymentConfig
+from torrust_maint.docker import (
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_WORKING_DIR,
+    CommandResult,
+    Docker,
+)
+
+CONTAINER_LIB = "/var/lib/torrust/tracker"
+CONTAINER_ETC = "/etc/torrust/tracker"
+CONTAINER_DB_PATH = f"{CONTAINER_LIB}/database/sqlite3.db"
+ENV_TOML_PATH = "TORRUST_TRACKER_CONFIG_TOML_PATH"
+
+
+class FakeDockerCli:
+    """Stands in for the docker binary: records every argv and answers from `containers`.
+
+    Understands ``ps``, ``container inspect``, ``stop`` and ``start``; stop and start flip the
+    containers' State. ``fail(verb)`` makes the next call(s) of a verb exit 1.
+    """
+
+    def __init__(self) -> None:
+        self.containers: dict[str, dict] = {}
+        self.calls: list[list[str]] = []
+        self.timeouts: list[float | None] = []
+        self.failures: dict[str, list[tuple[str, bool]]] = {}
+        self.broken: set[str] = set()  # `start` "succeeds" but these never run
+        self.deaf: set[str] = set()  # `stop` "succeeds" but these keep running
+        self._healthy_after: dict[str, int] = {}
+        self._countdown: dict[str, int] = {}
+
+    # -- set-up ------------------------------------------------------------------------
+    def add(self, name: str, *, working_dir: str, service: str | None = "tracker",
+            project: str = "compose", running: bool = True, env: dict | None = None,
+            mounts: list[tuple[str, str]] = (), healthcheck: bool = False,
+            healthy_after: int = 0) -> str:
+        container_id = f"{len(self.containers) + 1:064x}"
+        labels = {}
+        if service is not None:
+            labels = {LABEL_SERVICE: service, LABEL_PROJECT: project,
+                      LABEL_WORKING_DIR: working_dir}
+        state = {"Running": running, "Status": "running" if running else "exited"}
+        if healthcheck:
+            state["Health"] = {"Status": "healthy" if running else "unhealthy"}
+            self._healthy_after[container_id] = healthy_after
+        self.containers[container_id] = {
+            "Id": container_id,
+            "Name": "/" + name,
+            "State": state,
+            "Config": {
+                "Labels": labels,
+                "Env": [f"{k}={v}" for k, v in (env or {}).items()] + ["PATH=/usr/bin"],
+                "Image": "torrust/tracker:develop",
+            },
+            "Mounts": [{"Type": "bind", "Source": source, "Destination": destination,
+                        "RW": True} for source, destination in mounts],
+        }
+        return container_id
+
+    def fail(self, verb: str, *, times: int = 1, stderr: str = "boom",
+             apply: bool = False) -> None:
+        """The next `times` calls of verb exit 1; with apply, their effect happens anyway."""
+        self.failures.setdefault(verb, []).extend([(stderr, apply)] * times)
+
+    # -- inspection helpers for the tests ------------------------------------------------
+    def running(self, container_id: str) -> bool:
+        return self.containers[container_id]["State"]["Running"]
+
+    def calls_to(self, verb: str) -> list[list[str]]:
+        return [argv for argv in self.calls if self._verb(argv[1:]) == verb]
+
+    # -- the runner --------------------------------------------------------------------
+    def __call__(self, argv: list[str], timeout: float | None = None) -> CommandResult:
+        self.calls.append(list(argv))
+        self.timeouts.append(timeout)
+        assert argv[0] == "docker", argv
+        args = argv[1:]
+        verb = self._verb(args)
+        pending = self.failures.get(verb)
+        if pending:
+            stderr, apply = pending.pop(0)
+            if apply:
+                self._do(verb, args)
+            return CommandResult(1, b"", f"Error response from daemon: {stderr}\n".encode())
+        return self._do(verb, args)
+
+    @staticmethod
+    def _verb(args: list[str]) -> str:
+        return "inspect" if args[:2] == ["container", "inspect"] else args[0]
+
+    def _do(self, verb: str, args: list[str]) -> CommandResult:
+        if verb == "ps":
+            assert args == ["ps", "--all", "--no-trunc", "--quiet", "--filter",
+                            f"label={LABEL_SERVICE}"], args
+            ids = [cid for cid, c in self.containers.items()
+                   if LABEL_SERVICE in c["Config"]["Labels"]]
+            return CommandResult(0, "".join(i + "\n" for i in ids).encode(), b"")
+        if verb == "inspect":
+            ids = args[2:]
+            unknown = [i for i in ids if i not in self.containers]
+            if unknown:
+                return CommandResult(1, b"[]\n", f"Error: No such container: {unknown[0]}\n"
+                                     .encode())
+            for cid in ids:
+                self._tick_health(cid)
+            return CommandResult(0, json.dumps([self.containers[i] for i in ids]).encode(), b"")
+        if verb == "stop":
+            assert args[1] == "-t" and args[2].isdigit(), args
+            for cid in args[3:]:
+                if cid not in self.deaf:
+                    self.set_running(cid, False)
+            return CommandResult(0, "".join(i + "\n" for i in args[3:]).encode(), b"")
+        if verb == "start":
+            for cid in args[1:]:
+                if cid not in self.broken:
+                    self.set_running(cid, True)
+            return CommandResult(0, "".join(i + "\n" for i in args[1:]).encode(), b"")
+        raise AssertionError(f"unexpected docker call: {args}")
+
+    def set_running(self, cid: str, running: bool) -> None:
+        state = self.containers[cid]["State"]
+        state["Running"] = running
+        state["Status"] = "running" if running else "exited"
+        if "Health" in state:
+            state["Health"]["Status"] = "starting" if running else "unhealthy"
+            self._countdown[cid] = self._healthy_after[cid]
+
+    def _tick_health(self, cid: str) -> None:
+        health = self.containers[cid]["State"].get("Health")
+        if not health or health["Status"] != "starting":
+            return
+        if self._countdown[cid] <= 0:
+            health["Status"] = "healthy"
+        else:
+            self._countdown[cid] -= 1
+
+
+@pytest.fixture
+def fake_docker() -> FakeDockerCli:
+    return FakeDockerCli()
+
+
+@pytest.fixture
+def docker(fake_docker: FakeDockerCli) -> Docker:
+    return Docker(runner=fake_docker)
+
+
+def make_sqlite(path: Path, rows: int = 3) -> None:
+    """A small tracker-like database: a `torrents` table with `rows` rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("CREATE TABLE torrents (id INTEGER PRIMARY KEY, info_hash TEXT)")
+        connection.executemany("INSERT INTO torrents (info_hash) VALUES (?)",
+                               [(f"{n:040x}",) for n in range(rows)])
+    connection.close()
+
+
+TRACKER_TOML = """\
+[core.database]
+driver = "{driver}"
+path = "{path}"
+"""
+
+
+@dataclass
+class Stack:
+    """A deployer-shaped compose directory with a SQLite tracker database on disk."""
+
+    compose_dir: Path
+    fake: FakeDockerCli
+
+    @property
+    def lib(self) -> Path:
+        return self.compose_dir / "storage/tracker/lib"
+
+    @property
+    def etc(self) -> Path:
+        return self.compose_dir / "storage/tracker/etc"
+
+    @property
+    def db_path(self) -> Path:
+        return self.lib / "database/sqlite3.db"
+
+    @property
+    def docker(self) -> Docker:
+        return Docker(runner=self.fake)
+
+    def settings(self, **overrides) -> DeploymentConfig:
+        return DeploymentConfig(compose_dir=self.compose_dir, **overrides)
+
+    def write_toml(self, driver: str = "sqlite3", path: str = CONTAINER_DB_PATH,
+                   name: str = "tracker.toml") -> Path:
+        target = self.etc / name
+        target.write_text(TRACKER_TOML.format(driver=driver, path=path))
+        return target
+
+    def write_env(self, text: str) -> None:
+        (self.compose_dir / ".env").write_text(text)
+
+    def add_tracker(self, name: str = "compose-tracker-1", env: dict | None = None,
+                    mounts: list[tuple[str, str]] | None = None, **options) -> str:
+        if env is None:
+            env = {ENV_TOML_PATH: f"{CONTAINER_ETC}/tracker.toml"}
+        if mounts is None:
+            mounts = [(str(self.lib), CONTAINER_LIB), (str(self.etc), CONTAINER_ETC)]
+        return self.fake.add(name, working_dir=str(self.compose_dir), env=env, mounts=mounts,
+                             **options)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, fake_docker: FakeDockerCli) -> Stack:
+    compose_dir = tmp_path / "compose"
+    (compose_dir / "storage/tracker/etc").mkdir(parents=True)
+    (compose_dir / "docker-compose.yml").write_text("services: {}\n")
+    result = Stack(compose_dir, fake_docker)
+    make_sqlite(result.db_path)
+    result.write_toml()
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """cli.main() replaces the root logger's handlers; put them back after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
