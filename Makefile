@@ -32,6 +32,10 @@ demo: testbed
 demo-down:
 	$(PYTHON) -m tests.testbed.demo --down
 
+# Downtime and timings against database size (MySQL flat; SQLite copy grows with disk speed).
+bench: testbed
+	$(PYTHON) -m bench.downtime
+
 lint:
 	ruff check torrust_maint tests
 

@@ -12,6 +12,27 @@ from torrust_maint.docker import Docker
 from torrust_maint.errors import ConfigError, MaintError
 
 
+def check_mysql(database, docker: Docker, echo: Callable[[str], None]) -> list[str]:
+    """Log in as the tracker's user and find the dump tool, as a backup would."""
+    from torrust_maint.engines import mysql
+
+    problems = []
+    try:
+        connection = mysql.connect(database)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION()")
+            echo(f"mysql server: {cursor.fetchone()[0]} (login as {database.user!r}: ok)")
+        connection.close()
+    except MaintError as error:
+        problems.append(str(error))
+    try:
+        tool, version = mysql.dump_tool(docker, database)
+        echo(f"dump tool: {version}")
+    except MaintError as error:
+        problems.append(str(error))
+    return problems
+
+
 def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
     problems: list[str] = []
     echo(f"config: {config.path}: ok")
@@ -31,8 +52,12 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
             if not container.running:
                 echo(f"warning: tracker container {container.name} is not running "
                      "(a backup now would exit 3)")
-        echo(f"database: {deployment.database.describe()}, "
-             f"{sum(size for _, size in database_files(deployment.database))} bytes")
+        if deployment.driver == "sqlite3":
+            echo(f"database: {deployment.database.describe()}, "
+                 f"{sum(size for _, size in database_files(deployment.database))} bytes")
+        else:
+            echo(f"database: {deployment.database.describe()}")
+            problems.extend(check_mysql(deployment.database, docker, echo))
         _, missing = existing_config_paths(deployment, config)
         for relative in missing:
             echo(f"warning: config path {deployment.compose_dir / relative} does not exist")
