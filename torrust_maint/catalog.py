@@ -117,6 +117,12 @@ class BackupSet:
         except (KeyError, TypeError, ValueError, AttributeError):  # missing, or not a string
             return None
 
+    @property
+    def verification(self) -> str:
+        """passed, failed, or unverified: the outcome of the last verification."""
+        result = (self.manifest or {}).get("verification") or {}
+        return result.get("outcome", "unverified") if isinstance(result, dict) else "unverified"
+
     def to_json(self) -> dict:
         manifest = self.manifest or {}
         database = manifest.get("database") or {}
@@ -133,7 +139,22 @@ class BackupSet:
             "downtime_seconds": manifest.get("downtime_seconds"),
             "phases": manifest.get("phases", {}),
             "warnings": manifest.get("warnings", []),
+            "verification": manifest.get("verification"),
         }
+
+
+def rewrite_manifest(backup_set: BackupSet, manifest: dict) -> None:
+    """Replace a committed set's manifest atomically (write, fsync, rename)."""
+    temporary = backup_set.path / (MANIFEST + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, backup_set.path / MANIFEST)
+    fsync_directory(backup_set.path)
+    backup_set.manifest = manifest
 
 
 def read_manifest(path: Path) -> tuple[dict | None, str]:

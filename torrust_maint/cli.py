@@ -10,7 +10,7 @@ import traceback
 
 from torrust_maint import __version__, journal, recovery
 from torrust_maint import config as config_module
-from torrust_maint.actions import backup, check, listing, prune
+from torrust_maint.actions import backup, check, listing, prune, restore, verify
 from torrust_maint.docker import Docker
 from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, MaintError
 from torrust_maint.journal import event
@@ -44,15 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("check", help="validate configuration and deployment")
 
+    run_verify = commands.add_parser(
+        "verify", help="check checksums and restore sets somewhere throwaway to prove them")
+    run_verify.add_argument("set_id", nargs="?", metavar="ID",
+                            help="a set id, or `latest` (the default)")
+    run_verify.add_argument("--all", action="store_true", dest="every", help="every set")
+    run_verify.add_argument("--scheduled", action="store_true",
+                            help="the latest set and one random older set (torrust-verify.timer)")
+    run_verify.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run_restore = commands.add_parser(
+        "restore", help="restore a set over the live database (after a safety backup)")
+    run_restore.add_argument("set_id", metavar="ID", help="the set to restore (`latest` works)")
+    run_restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    run_restore.add_argument("--with-config", action="store_true",
+                             help="restore the config files too")
+
     run_recover = commands.add_parser(
         "recover", help="start the tracker again if a window was interrupted (ExecStopPost=)")
     run_recover.add_argument("--guardian", action="store_true", help=argparse.SUPPRESS)
+
+    run_report = commands.add_parser(
+        "report-failure", help="log a structured record of a failed systemd unit (OnFailure=)")
+    run_report.add_argument("unit", help="the failed unit, e.g. torrust-backup.service")
     return parser
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "report-failure":  # needs no configuration: it may be what failed
+        return report_failure(args.unit, dict(os.environ))
     path = config_module.config_path_from(args.config, dict(os.environ))
     config = config_module.load(path)
+    if config.logging.file is not None:
+        journal.add_file_log(config.logging.file)
     if args.command == "list":
         return listing.run(config, as_json=args.json)
     if args.command == "prune":
@@ -62,6 +86,14 @@ def dispatch(args: argparse.Namespace) -> int:
         return check.run(config, docker)
     if args.command == "recover":
         return recover_command(config, docker, guardian=args.guardian)
+    if args.command == "verify":
+        if args.every and (args.set_id or args.scheduled):
+            raise ConfigError("verify: --all takes no ID and no --scheduled")
+        return verify.run(config, docker, target=args.set_id, every=args.every,
+                          scheduled=args.scheduled, as_json=args.json)
+    if args.command == "restore":
+        return restore.run(config, docker, args.set_id, assume_yes=args.yes,
+                           with_config=args.with_config)
     return backup.run(config, docker, dry_run=args.dry_run, force=args.force)
 
 
@@ -71,6 +103,21 @@ def recover_command(config, docker: Docker, guardian: bool) -> int:
         return recovery.guard(directory, docker, timeout)
     if not recovery.recover(directory, docker, timeout):
         print("no interrupted window: nothing to do")
+    return 0
+
+
+def report_failure(unit: str, environ: dict[str, str]) -> int:
+    """The failure record for OnFailure=: systemd passes the failed run's MONITOR_* variables.
+
+    OBJECT_SYSTEMD_UNIT makes `journalctl -u <unit>` show the record (we run as root).
+    """
+    result = environ.get("MONITOR_SERVICE_RESULT") or "unknown"
+    code = environ.get("MONITOR_EXIT_CODE") or "unknown"
+    status = environ.get("MONITOR_EXIT_STATUS") or "unknown"
+    event("unit_failed", "%s failed: result %s (%s %s)", unit, result, code, status,
+          level=logging.ERROR, OBJECT_SYSTEMD_UNIT=unit, FAILED_UNIT=unit,
+          SERVICE_RESULT=result, EXIT_CODE=code, EXIT_STATUS=status,
+          OBJECT_SYSTEMD_INVOCATION_ID=environ.get("MONITOR_INVOCATION_ID") or None)
     return 0
 
 

@@ -58,6 +58,20 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Where log lines go besides the terminal or the journal."""
+
+    file: Path | None = None
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Whether each new set is restored and checked right after the backup."""
+
+    after_backup: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -65,6 +79,8 @@ class Config:
     deployment: DeploymentConfig
     backup: BackupConfig
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 # -- validators: each returns (value, problem) -------------------------------
@@ -89,6 +105,15 @@ def _absolute_path(value: Any) -> tuple[Any, str | None]:
     return Path(os.path.normpath(text)), None
 
 
+def _log_file(value: Any) -> tuple[Any, str | None]:
+    path, problem = _absolute_path(value)
+    if problem:
+        return None, problem
+    if str(path) == "/" or value.endswith("/"):
+        return None, f"must be a file path, not the directory {value!r}"
+    return path, None
+
+
 def _relative_path(value: Any) -> tuple[Any, str | None]:
     text, problem = _string(value)
     if problem:
@@ -106,6 +131,12 @@ def _container_path(value: Any) -> tuple[Any, str | None]:
     if not text.startswith("/"):
         return None, f"must be the absolute path as the tracker container sees it, not {text!r}"
     return os.path.normpath(text), None
+
+
+def _boolean(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, bool):
+        return None, f"must be true or false, not {_type_name(value)}"
+    return value, None
 
 
 def _int_between(low: int, high: int) -> Check:
@@ -184,9 +215,16 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
         "keep_weekly": (_int_between(0, 100000), False),
         "keep_monthly": (_int_between(0, 100000), False),
     },
+    "verify": {
+        "after_backup": (_boolean, False),
+    },
+    "logging": {
+        "file": (_log_file, False),
+    },
 }
 
-CLASSES = {"deployment": DeploymentConfig, "backup": BackupConfig, "retention": RetentionConfig}
+CLASSES = {"deployment": DeploymentConfig, "backup": BackupConfig, "retention": RetentionConfig,
+           "verify": VerifyConfig, "logging": LoggingConfig}
 
 
 def config_path_from(cli_path: str | None, environ: dict[str, str]) -> Path:
@@ -257,6 +295,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         deployment=DeploymentConfig(**sections["deployment"]),
         backup=BackupConfig(**sections["backup"]),
         retention=RetentionConfig(**sections["retention"]),
+        verify=VerifyConfig(**sections["verify"]),
+        logging=LoggingConfig(**sections["logging"]),
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import subprocess
+import tarfile
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,13 +37,7 @@ class Runner(Protocol):
 
 def subprocess_runner(argv: list[str], timeout: float | None = None) -> CommandResult:
     """Run argv without a shell and capture its output."""
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise DockerError(f"{argv[0]}: command not found (is the Docker CLI installed?)") from None
-    except subprocess.TimeoutExpired:
-        raise DockerError(f"{' '.join(argv[:3])} ...: no answer within {timeout:.0f} s") from None
-    return CommandResult(done.returncode, done.stdout, done.stderr)
+    return _run_with(argv, timeout, None, None)
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ class Container:
     status: str
     health: str | None
     mounts: tuple[Mount, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets: DSN, MYSQL_PASSWORD
     image: str = ""
     networks: dict[str, str] = field(default_factory=dict)  # network name -> IP address
 
@@ -115,10 +111,14 @@ class Docker:
         self.dry_run = dry_run
         self.echo = echo
 
-    def _run(self, args: list[str], timeout: float | None = 120) -> bytes:
+    def _run(self, args: list[str], timeout: float | None = 120,
+             stdin: bytes | None = None, env: dict[str, str] | None = None) -> bytes:
         argv = [self.binary, *args]
         log.debug("running: %s", " ".join(argv))
-        result = self.runner(argv, timeout=timeout)
+        if stdin is None and env is None:
+            result = self.runner(argv, timeout=timeout)
+        else:  # only the real runner takes input and environment
+            result = _run_with(argv, timeout, stdin, env)
         if result.returncode != 0:
             message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
             raise DockerError(f"docker {args[0]} failed: {message}")
@@ -160,6 +160,27 @@ class Docker:
         """Run a read-only command in a running container and return its output."""
         return self._run(["exec", container_id, *argv], timeout=timeout)
 
+    def copy_file_into(self, container_id: str, directory: str, name: str, data: bytes) -> None:
+        """Put one file (mode 0600) into a container through a tar on stdin: no argv secrets."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+        self._run(["cp", "-", f"{container_id}:{directory}"], stdin=buffer.getvalue())
+
+    def run_detached(self, argv: list[str], secret_env: dict[str, str]) -> str:
+        """`docker run --detach`; secret_env values reach the container from our environment
+        (``--env NAME`` without a value), never from the command line."""
+        names = [arg for name in secret_env for arg in ("--env", name)]
+        out = self._run(["run", "--detach", *names, *argv], timeout=300,
+                        env={**os.environ, **secret_env})
+        return out.decode().strip()
+
+    def remove(self, container: str) -> None:
+        """Remove a container and its anonymous volumes, whatever its state."""
+        self._run(["rm", "--force", "--volumes", container])
+
     def exec_stream(self, container_id: str, argv: list[str]) -> subprocess.Popen:
         """Start a command in a container with stdin, stdout and stderr as pipes.
 
@@ -172,6 +193,18 @@ class Docker:
                                     stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise DockerError(f"{self.binary}: command not found") from None
+
+
+def _run_with(argv: list[str], timeout: float | None, stdin: bytes | None,
+              env: dict[str, str] | None) -> CommandResult:
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False,
+                              input=stdin, env=env)
+    except FileNotFoundError:
+        raise DockerError(f"{argv[0]}: command not found (is the Docker CLI installed?)") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"{' '.join(argv[:3])} ...: no answer within {timeout:.0f} s") from None
+    return CommandResult(done.returncode, done.stdout, done.stderr)
 
 
 def _real(path: str) -> str:

@@ -1,10 +1,20 @@
-"""Logging: readable lines on a terminal, the journal when systemd runs us."""
+"""Logging: readable lines on a terminal, the journal when systemd runs us, an optional file.
+
+Under systemd (stderr is the journal stream named by JOURNAL_STREAM) every record goes to the
+journal natively, with PRIORITY, SYSLOG_IDENTIFIER=torrust-maint, CODE_* and, for events
+(``event()``), MESSAGE_ID, TORRUST_EVENT and the event's upper-case fields
+(TRACKER_DOWNTIME_SEC, BACKUP_ID, BACKUP_BYTES, DB_DRIVER, ...).
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
+import re
 import sys
+from pathlib import Path
+from typing import Callable
 
 SYSLOG_IDENTIFIER = "torrust-maint"
 
@@ -18,7 +28,21 @@ MESSAGE_IDS = {
     "backup_skipped": "59a3902dd800413c9a3c9dec641d2109",
     "sets_pruned": "8469d2032c954e65b37366ebdd9cb8a2",
     "window_recovered": "81113a07ce3e4ceeb59e7414686ce7f7",
+    "set_verified": "aeb8e0c73e0147fc940237a4d4900527",
+    "verify_failed": "889cd5d82bd94a4e998ab597f9e4b410",
+    "restore_started": "1dad29fc440d437283395556b411bf27",
+    "restore_completed": "915018e1df3d4ce481f227feedbdd3d2",
+    "restore_failed": "706270caf63343eb88c45cda3278bf3d",
+    "unit_failed": "058cb4fce9ab4886bc7d0b057ad82238",
 }
+
+# A journal field name a client may set: upper case, digits, underscores, not starting with
+# an underscore (those are trusted fields journald adds itself), at most 64 characters.
+FIELD_NAME = re.compile(r"[A-Z0-9][A-Z0-9_]{0,63}\Z")
+# Fields the handler sets itself; a record attribute never overrides them.
+RESERVED_FIELDS = frozenset({"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "LOGGER",
+                             "CODE_FILE", "CODE_LINE", "CODE_FUNC"})
+LINE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 event_log = logging.getLogger("torrust_maint.events")
 
@@ -31,6 +55,73 @@ def event(kind: str, message: str, *args, level: int = logging.INFO, **fields) -
     extra = {"MESSAGE_ID": MESSAGE_IDS[kind], "TORRUST_EVENT": kind}
     extra.update({key.upper(): value for key, value in fields.items() if value is not None})
     event_log.log(level, message, *args, extra=extra)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, str]:
+    """The journal fields a record carries: its upper-case attributes (``extra=``).
+
+    Lower-case LogRecord attributes (name, msg, args, exc_info, ...) are not journal fields and
+    are left out, as are values that are None.
+    """
+    return {key: str(value) for key, value in record.__dict__.items()
+            if FIELD_NAME.match(key) and key not in RESERVED_FIELDS and value is not None}
+
+
+def journal_priority(levelno: int) -> int:
+    """syslog priority of a logging level."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+class JournalFieldsHandler(logging.Handler):
+    """Sends each record to journald natively, with its event fields.
+
+    (python-systemd's JournalHandler would also pass every lower-case LogRecord attribute as
+    a field; journald drops those, but they are noise and their number grows with Python.)
+    """
+
+    def __init__(self, sender: Callable[..., object] | None = None,
+                 identifier: str = SYSLOG_IDENTIFIER):
+        super().__init__()
+        if sender is None:
+            from systemd.journal import send as sender
+        self.sender = sender
+        self.identifier = identifier
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            fields = record_fields(record)
+            self.sender(message, PRIORITY=str(journal_priority(record.levelno)),
+                        SYSLOG_IDENTIFIER=self.identifier, LOGGER=record.name,
+                        CODE_FILE=record.pathname, CODE_LINE=record.lineno,
+                        CODE_FUNC=record.funcName, **fields)
+        except Exception:  # noqa: BLE001 -- logging must never break a backup
+            self.handleError(record)
+
+
+class FieldsFormatter(logging.Formatter):
+    """A readable line, followed by an event's kind and fields (for the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = record_fields(record)
+        if not fields:
+            return line
+        kind = fields.pop("TORRUST_EVENT", None)
+        fields.pop("MESSAGE_ID", None)
+        pairs = " ".join(f"{key}={value!r}" if " " in value else f"{key}={value}"
+                         for key, value in sorted(fields.items()))
+        return f"{line} [{kind}{' ' if pairs else ''}{pairs}]" if kind else f"{line} [{pairs}]"
 
 
 def _journal_handler() -> logging.Handler | None:
@@ -46,10 +137,9 @@ def _journal_handler() -> logging.Handler | None:
     if (info.st_dev, info.st_ino) != (device, inode):
         return None
     try:
-        from systemd.journal import JournalHandler
+        return JournalFieldsHandler()
     except ImportError:
         return None
-    return JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
 
 
 def setup(verbosity: int) -> None:
@@ -58,8 +148,26 @@ def setup(verbosity: int) -> None:
     handler = _journal_handler()
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%Y-%m-%dT%H:%M:%S"))
+        handler.setFormatter(logging.Formatter(LINE_FORMAT, "%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def add_file_log(path: Path) -> logging.Handler | None:
+    """Also append log lines (with event fields) to `path` ([logging] file).
+
+    The directory is created (0750) if missing. A file that cannot be opened is a warning,
+    not a failed backup. The handler reopens the file when logrotate has moved it.
+    """
+    try:
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    except OSError as error:
+        logging.getLogger(__name__).warning(
+            "[logging] file: cannot open %s: %s; logging to it is off for this run",
+            path, error.strerror or error)
+        return None
+    handler.setFormatter(FieldsFormatter(LINE_FORMAT, "%Y-%m-%dT%H:%M:%S%z"))
+    logging.getLogger().addHandler(handler)
+    return handler

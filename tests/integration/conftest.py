@@ -3,6 +3,7 @@ and a deployer-shaped stack per test. `make test` provisions all of it first."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,8 +39,9 @@ def make_stack(request):
     created = []
 
     def factory(**settings) -> testbed.TrackerStack:
-        name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
-        name = f"{name}-{len(created)}"
+        digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]
+        name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:32]
+        name = f"{name}-{digest}-{len(created)}"
         root = WORK_ROOT / name
         tracker = testbed.TrackerStack(root / "opt/torrust", f"tm-it-{name}", **settings)
         tracker.down()

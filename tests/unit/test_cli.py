@@ -113,14 +113,18 @@ def test_internal_error_is_one_line_without_traceback(tmp_path, capsys, monkeypa
 
 # -- list and prune --------------------------------------------------------------------------
 
-def make_set(directory: Path, set_id: str, created_at: str) -> None:
+def make_set(directory: Path, set_id: str, created_at: str,
+             verification: str | None = "passed") -> None:
     staged = StagedSet(directory, set_id)
     (staged.path / "database.sqlite3.zst").write_bytes(b"x" * 10)
-    staged.commit({"format": 1, "tool": "torrust-maint", "id": set_id,
-                   "created_at": created_at, "complete": True,
-                   "database": {"driver": "sqlite3"}, "downtime_seconds": 1.25,
-                   "artifacts": [{"name": "database", "path": "database.sqlite3.zst",
-                                  "size": 10}]})
+    manifest = {"format": 1, "tool": "torrust-maint", "id": set_id,
+                "created_at": created_at, "complete": True,
+                "database": {"driver": "sqlite3"}, "downtime_seconds": 1.25,
+                "artifacts": [{"name": "database", "path": "database.sqlite3.zst",
+                               "size": 10}]}
+    if verification:
+        manifest["verification"] = {"outcome": verification}
+    staged.commit(manifest)
 
 
 def test_list_without_sets(tmp_path, capsys):
@@ -142,7 +146,7 @@ def test_list_as_table_and_json(tmp_path, capsys):
     header, complete, unfinished = out.splitlines()
     assert header.split() == ["ID", "CREATED", "(UTC)", "DRIVER", "SIZE", "DOWNTIME", "STATE"]
     assert complete.split() == ["20260301T030000Z", "2026-03-01", "03:00:00", "sqlite3", "10",
-                                "1.250s", "complete"]
+                                "1.250s", "complete,", "passed"]
     assert unfinished.startswith("20260302T030000Z") and "incomplete: unfinished" in unfinished
 
     code, out, _ = run(capsys, "--config", str(config), "list", "--json")
@@ -171,6 +175,25 @@ def test_prune_dry_run_then_prune(tmp_path, capsys):
     assert code == 0
     assert out.splitlines() == ["pruned 20260301T030000Z", "pruned 1 set(s)"]
     assert [s.id for s in list_sets(backups)] == ["20260302T030000Z", "20260303T030000Z"]
+
+
+def test_retention_counts_only_verified_sets_and_keeps_newer_unverified(tmp_path, capsys):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    make_set(backups, "20260301T030000Z", "2026-03-01T03:00:00Z")
+    make_set(backups, "20260302T030000Z", "2026-03-02T03:00:00Z", verification="failed")
+    make_set(backups, "20260303T030000Z", "2026-03-03T03:00:00Z")
+    make_set(backups, "20260304T030000Z", "2026-03-04T03:00:00Z", verification=None)
+    config = write_config(tmp_path, tmp_path, backups,
+                          "\n[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n"
+                          "keep_monthly = 0\n")
+
+    code, out, _ = run(capsys, "--config", str(config), "prune")
+
+    assert code == 0
+    # 03 is the newest verified set: kept; 04 is not verified yet but newer: kept;
+    # 02 failed and 01 is a verified set beyond keep_last: deleted.
+    assert [s.id for s in list_sets(backups)] == ["20260303T030000Z", "20260304T030000Z"]
 
 
 # -- check and backup against a fake docker ------------------------------------------------

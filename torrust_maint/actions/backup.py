@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -13,6 +14,7 @@ from typing import Callable
 
 from torrust_maint import __version__, catalog, notify
 from torrust_maint.actions import prune as prune_action
+from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, discover
@@ -245,66 +247,110 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
 
     catalog.ensure_directory(config.backup.directory)
     with run_lock(config.backup.directory), signals_raise():
-        set_id = catalog.set_id_for(run_started_at, config.backup.directory)
-        staged = catalog.StagedSet(config.backup.directory, set_id)
-        try:
-            manifest = _backup_into(staged, config, docker, deployment, to_stop, phases, started)
-            path = staged.commit(manifest)
-        except BaseException:
-            staged.discard()
-            raise
-        database = manifest["artifacts"][0]
-        event("backup_committed", "backup %s committed at %s", set_id, path,
-              BACKUP_ID=set_id, BACKUP_PATH=str(path), DB_DRIVER=deployment.driver,
-              BACKUP_BYTES=sum(a["size"] for a in manifest["artifacts"]),
-              DB_BYTES=database["uncompressed_size"],
-              TRACKER_DOWNTIME_SEC=manifest["downtime_seconds"])
-        echo(summary(manifest, path))
+        set_id = write_set(config, docker, deployment, to_stop, phases, started,
+                           run_started_at, echo)
         notify.status("pruning")
         prune_action.apply(config, echo)
         notify.status(f"backup {set_id} committed")
     return 0
 
 
+def write_set(config: Config, docker: Docker, deployment: Deployment,
+              to_stop: list[Container], phases: Phases, started: float, run_started_at,
+              echo: Callable[[str], None], inside_window: Callable[[], None] | None = None,
+              reason: str = "scheduled") -> str:
+    """Window, snapshot, commit and verify one set (caller holds the lock); its id."""
+    set_id = catalog.set_id_for(run_started_at, config.backup.directory)
+    staged = catalog.StagedSet(config.backup.directory, set_id)
+    try:
+        manifest, deferred = _backup_into(staged, config, docker, deployment, to_stop, phases,
+                                          started, inside_window, reason)
+        path = staged.commit(manifest)
+    except BaseException:
+        staged.discard()
+        raise
+    database = manifest["artifacts"][0]
+    event("backup_committed", "backup %s committed at %s", set_id, path,
+          BACKUP_ID=set_id, BACKUP_PATH=str(path), DB_DRIVER=deployment.driver,
+          BACKUP_BYTES=sum(a["size"] for a in manifest["artifacts"]),
+          DB_BYTES=database["uncompressed_size"],
+          TRACKER_DOWNTIME_SEC=manifest["downtime_seconds"])
+    echo(summary(manifest, path))
+    if config.verify.after_backup:
+        committed = next(s for s in catalog.list_sets(config.backup.directory) if s.id == set_id)
+        outcome = verify_action.verify_set(committed, docker, config.backup.directory)
+        if not outcome.passed:  # a failed run deletes nothing: no pruning
+            raise MaintError(f"backup {set_id} was written but FAILED verification: "
+                             + "; ".join(outcome.problems))
+        echo(f"  verified: restored and checked in {outcome.seconds:.1f} s")
+    if deferred:
+        raise MaintError(f"{deferred[0]} (the state from before is in set {set_id}: "
+                         f"`torrust-maint restore {set_id}` puts it back)")
+    return set_id
+
+
 def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
                  deployment: Deployment, to_stop: list[Container], phases: Phases,
-                 started: float) -> dict:
+                 started: float, inside_window: Callable[[], None] | None = None,
+                 reason: str = "scheduled") -> tuple[dict, list[MaintError]]:
+    """Snapshot in a window and write the set into `staged`; errors of `inside_window`.
+
+    `inside_window` (restore) runs after the snapshot while the tracker is still stopped;
+    the config is archived before the window so that it shows the state before that.
+    """
     snapshot_dir = staged.path / "snapshot"
     snapshot_dir.mkdir(mode=0o700)
     report = WindowReport()
     engine = ENGINES[deployment.driver]
-    notify.status("preparing the snapshot")
-    prepared = engine.prepare(docker, deployment.database, snapshot_dir)
-    try:
-        if to_stop:
-            with WindowGuard(config.path, config.backup.directory, [c.id for c in to_stop],
-                             [c.name for c in to_stop], config.deployment.stop_timeout), \
-                    maintenance_window(docker, to_stop, config.deployment.stop_timeout,
-                                       config.deployment.start_timeout, report):
-                created_at = catalog.utc_now()
-                snapshot = prepared.open()
-        else:
-            log.warning("the tracker is not running (--force): snapshot without a window")
-            created_at = catalog.utc_now()
-            snapshot = prepared.open()
-    except BaseException:
-        prepared.abort()
-        raise
-    log.info("snapshot open; exporting it while the tracker serves")
     warnings: list[str] = []
-    try:
-        with phases.timed("export"):
-            database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
-    finally:
-        snapshot.close()
-        snapshot_dir.rmdir()
     notify.status("archiving config files")
     with phases.timed("config"):
         config_artifact = archive_config(deployment, config, staged.path, warnings)
+    notify.status("preparing the snapshot")
+    prepared = engine.prepare(docker, deployment.database, snapshot_dir)
+    # A MySQL snapshot is an open transaction on the live database: a restore has to wait for
+    # the dump to finish, so it is exported inside the window.
+    export_first = inside_window is not None and deployment.driver == "mysql"
+    database = None
+    deferred: list[MaintError] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            if to_stop:
+                stack.enter_context(WindowGuard(
+                    config.path, config.backup.directory, [c.id for c in to_stop],
+                    [c.name for c in to_stop], config.deployment.stop_timeout))
+                stack.enter_context(maintenance_window(
+                    docker, to_stop, config.deployment.stop_timeout,
+                    config.deployment.start_timeout, report))
+            else:
+                log.warning("the tracker is not running: snapshot without a window")
+            created_at = catalog.utc_now()
+            snapshot = prepared.open()
+            if export_first:
+                with phases.timed("export"):
+                    database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
+            if inside_window is not None:
+                try:
+                    inside_window()
+                except MaintError as error:  # the safety set is still committed, then raised
+                    deferred.append(error)
+    except BaseException:
+        prepared.abort()
+        raise
+    try:
+        if database is None:
+            log.info("snapshot open; exporting it while the tracker serves")
+            with phases.timed("export"):
+                database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
+    finally:
+        snapshot.close()
+        snapshot_dir.rmdir()
     all_phases = {**report.phases(), **phases.seconds}
     all_phases["total"] = round(phases.clock() - started, 6)
-    return build_manifest(staged.id, created_at, deployment, snapshot,
-                          [database, config_artifact], report, all_phases, warnings)
+    manifest = build_manifest(staged.id, created_at, deployment, snapshot,
+                              [database, config_artifact], report, all_phases, warnings)
+    manifest["reason"] = reason
+    return manifest, deferred
 
 
 def summary(manifest: dict, path: Path) -> str:

@@ -23,7 +23,8 @@ def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = 
         created = (data["created_at"] or "-")[:19].replace("T", " ")
         size = sum(a.get("size", 0) for a in data["artifacts"])
         downtime = data["downtime_seconds"]
-        state = "complete" if backup_set.complete else f"incomplete: {backup_set.problem}"
+        state = (f"complete, {backup_set.verification}" if backup_set.complete
+                 else f"incomplete: {backup_set.problem}")
         echo(f"{backup_set.id:<20} {created:<20} {data['database'].get('driver', '-'):<8} "
              f"{size:>12} {f'{downtime:.3f}s' if downtime is not None else '-':>9}  {state}")
     return 0

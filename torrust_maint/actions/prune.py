@@ -15,8 +15,24 @@ log = logging.getLogger(__name__)
 
 
 def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.BackupSet]]:
+    """Retention over complete sets; with verification on, only verified sets are keepers."""
     sets = {s.id: s for s in catalog.list_sets(config.backup.directory) if s.complete}
-    return retention.decide(list(sets.values()), config.retention), sets
+    if not config.verify.after_backup:
+        return retention.decide(list(sets.values()), config.retention), sets
+    verified = [s for s in sets.values() if s.verification == "passed"]
+    chosen = retention.decide(verified, config.retention)
+    newest_verified = max((s.created_at for s in verified if s.created_at), default=None)
+    for backup_set in sets.values():
+        if backup_set.verification == "passed":
+            continue
+        if newest_verified is None or backup_set.created_at is None \
+                or backup_set.created_at > newest_verified:
+            chosen.keep.setdefault(backup_set.id, []).append(
+                f"{backup_set.verification}, newer than any verified set")
+        else:
+            chosen.delete.append(backup_set.id)
+    chosen.delete.sort(key=lambda set_id: (sets[set_id].created_at, set_id))
+    return chosen, sets
 
 
 def print_decision(config: Config, echo: Callable[[str], None], prefix: str = "") -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +44,7 @@ DUMP_OPTIONS = (
 )
 ORACLE_ONLY_OPTIONS = ("--set-gtid-purged=OFF",)  # mysqldump 8.x; mariadb-dump lacks it
 SNAPSHOT_TIMEOUT = 60
+STDERR_DRAIN_TIMEOUT = 10  # after the exit: the reader's last lines may still be in the pipe
 TRAILER = b"-- Dump completed"
 # MariaDB >= 10.5.25/10.6.18/10.11.8 starts dumps with this line, which MySQL 8's client
 # rejects ("Unknown command '\-'"); without it the dump imports into both.
@@ -97,6 +100,7 @@ class MysqlSnapshot:
     table_rows: dict[str, int] = field(default_factory=dict)
     table_checksums: dict[str, int] = field(default_factory=dict)
     sandbox_line_removed: bool = False
+    stderr_reader: threading.Thread | None = field(default=None, repr=False)
 
     def _read_stderr(self) -> None:
         started = False
@@ -115,7 +119,8 @@ class MysqlSnapshot:
         with self.connection.cursor() as cursor:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self.stderr_reader.start()
         assert self.process.stdin is not None
         self.process.stdin.close()  # the dump reads its option file to EOF, then connects
         if not self.snapshot_open.wait(SNAPSHOT_TIMEOUT) or self.process.poll() not in (None, 0):
@@ -145,6 +150,8 @@ class MysqlSnapshot:
             if progress:
                 progress(total)
         returncode = self.process.wait()
+        if self.stderr_reader is not None:  # its last lines (the error, a warning) count too
+            self.stderr_reader.join(STDERR_DRAIN_TIMEOUT)
         problems = self.problems()
         if returncode != 0:
             raise MaintError(f"{self.tool} failed (exit {returncode}): {problems or 'no message'}")
@@ -178,6 +185,7 @@ class MysqlSnapshot:
         return {
             "database": self.database.database,
             "container": self.database.container.name,
+            "image": self.database.container.image,
             "server_version": self.server_version,
             "dump_tool": self.tool,
             "dump_tool_version": self.tool_version,
@@ -244,3 +252,165 @@ def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None) -> MysqlS
     process.stdin.flush()
     return MysqlSnapshot(database=database, process=process, connection=connection, tool=tool,
                          tool_version=re.sub(r"\s+", " ", version), server_version=server_version)
+
+
+VERIFY_DATABASE = "torrust_maint_verify"
+CLIENTS = (("mariadb", "mariadb-admin"), ("mysql", "mysqladmin"))
+READY_TIMEOUT = 180
+
+
+def client_tools(docker: Docker, container: str) -> tuple[str, str]:
+    """The SQL client and admin tool a container ships (MariaDB's or MySQL's names)."""
+    for client, admin in CLIENTS:
+        try:
+            docker.exec_output(container, [client, "--version"])
+            return client, admin
+        except DockerError:
+            continue
+    raise MaintError(f"container {container} has neither mariadb nor mysql client")
+
+
+def wait_until_serving(docker: Docker, container: str, admin: str) -> None:
+    """Until the server answers on TCP (the image's init server listens only on its socket)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            docker.exec_output(container, [admin, "--protocol=tcp", "--host=127.0.0.1",
+                                           "--connect-timeout=2", "ping"], timeout=30)
+            return
+        except DockerError as error:
+            last = str(error)
+        time.sleep(0.5)
+    raise MaintError(f"throwaway database {container} did not start: {last}")
+
+
+def import_dump(docker: Docker, container: str, client: str, option_path: str,
+                database: str, source, progress=None) -> None:
+    """Pipe a dump into the container's client; fail with its stderr."""
+    process = docker.exec_stream(container, [client, f"--defaults-extra-file={option_path}",
+                                             database])
+    assert process.stdin is not None
+    try:
+        total = 0
+        while chunk := source.read(CHUNK):
+            process.stdin.write(chunk)
+            total += len(chunk)
+            if progress:
+                progress(total)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the client stopped reading: its exit status and stderr say why
+    process.stdin = None  # closed: communicate() must not flush it
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise MaintError(f"importing the dump failed: {stderr.decode(errors='replace').strip()}")
+
+
+def query(docker: Docker, container: str, client: str, option_path: str, database: str,
+          sql: str) -> list[list[str]]:
+    """Rows of a query run through the container's client (tab-separated batch output)."""
+    out = docker.exec_output(container, [client, f"--defaults-extra-file={option_path}",
+                                         "--batch", "--skip-column-names", database, "-e", sql])
+    return [line.split("\t") for line in out.decode().splitlines()]
+
+
+def table_summary(run_query) -> tuple[dict[str, int], dict[str, int]]:
+    """Row counts and checksums of every base table, with the same SQL as at backup time."""
+    tables = [row[0] for row in run_query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+        "AND table_type = 'BASE TABLE' ORDER BY table_name")]
+    counts, checksums = {}, {}
+    for table in tables:
+        columns = [quote_name(row[0]) for row in run_query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+            f"AND table_name = '{table.replace(chr(39), chr(39) * 2)}' "
+            "ORDER BY ordinal_position")]
+        [[count, checksum]] = run_query(f"SELECT COUNT(*), {checksum_expression(columns)} "
+                                        f"FROM {quote_name(table)}")
+        counts[table] = int(count)
+        checksums[table] = int(checksum) if checksum not in ("NULL", "") else 0
+    return counts, checksums
+
+
+def compare_summary(counts, checksums, expected: dict) -> None:
+    from torrust_maint.engines.sqlite import compare_counts
+
+    compare_counts(counts, expected.get("tables", {}))
+    differ = [table for table, value in sorted(expected.get("table_checksums", {}).items())
+              if checksums.get(table) != value]
+    if differ:
+        raise MaintError(f"checksums differ for table(s) {', '.join(differ)}")
+
+
+def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=None) -> dict:
+    """Import the dump into a throwaway container of the deployment's database image (no
+    network, removed afterwards even on failure) and compare counts and checksums."""
+    from torrust_maint.compress import open_decompressed
+
+    image = expected.get("image")
+    if not image:
+        raise MaintError("the manifest does not name the database image to verify with")
+    name = f"torrust-maint-verify-{secrets.token_hex(6)}"
+    password = secrets.token_urlsafe(24)
+    docker.run_detached(["--name", name, "--network", "none",
+                         "--label", "org.torrust-maint.throwaway=verify",
+                         "--env", f"MYSQL_DATABASE={VERIFY_DATABASE}", image],
+                        secret_env={"MYSQL_ROOT_PASSWORD": password})
+    try:
+        client, admin = client_tools(docker, name)
+        wait_until_serving(docker, name, admin)
+        docker.copy_file_into(name, "/tmp", "torrust-maint.cnf", option_file("root", password))
+        option_path = "/tmp/torrust-maint.cnf"
+        with open_decompressed(artifact, compression) as source:
+            import_dump(docker, name, client, option_path, VERIFY_DATABASE, source)
+        counts, checksums = table_summary(
+            lambda sql: query(docker, name, client, option_path, VERIFY_DATABASE, sql))
+    finally:
+        try:
+            docker.remove(name)
+        except DockerError as error:
+            log.warning("could not remove throwaway container %s: %s", name, error)
+    compare_summary(counts, checksums, expected)
+    return {"tables": counts, "image": image}
+
+
+def restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
+            expected: dict) -> dict:
+    """Import the set's dump into the live database (tracker stopped) as the tracker's user,
+    dropping tables the set does not have, then compare counts and checksums."""
+    from torrust_maint.compress import open_decompressed
+
+    connection = connect(database)
+    try:
+        wanted = set(expected.get("tables", {}))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT table_name FROM information_schema.tables "
+                           "WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+                           (database.database,))
+            extra = sorted(row[0] for row in cursor.fetchall() if row[0] not in wanted)
+            if extra:
+                cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+                for table in extra:
+                    cursor.execute(f"DROP TABLE {quote_name(table)}")
+        client, _ = client_tools(docker, database.container.id)
+        option_name = f"torrust-maint-{secrets.token_hex(6)}.cnf"
+        docker.copy_file_into(database.container.id, "/tmp", option_name,
+                              option_file(database.user, database.password))
+        try:
+            with open_decompressed(artifact, compression) as source:
+                import_dump(docker, database.container.id, client, f"/tmp/{option_name}",
+                            database.database, source)
+        finally:
+            docker.exec_output(database.container.id, ["rm", "-f", f"/tmp/{option_name}"])
+
+        def run_query(sql: str) -> list[list[str]]:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                return [[str(value) if value is not None else "NULL" for value in row]
+                        for row in cursor.fetchall()]
+
+        counts, checksums = table_summary(run_query)
+    finally:
+        connection.close()
+    compare_summary(counts, checksums, expected)
+    return {"tables": counts}

@@ -171,3 +171,87 @@ def _copy_range(src, dst, size: int) -> None:
         src.seek(offset)
         dst.seek(offset)
         shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def verify(docker, artifact: Path, compression: str, expected: dict, scratch: Path) -> dict:
+    """Restore the artifact into scratch, run integrity_check and compare row counts."""
+    from torrust_maint.compress import copy_stream, open_decompressed
+
+    target = scratch / "verify.sqlite3"
+    with open_decompressed(artifact, compression) as source, open(target, "wb") as sink:
+        copy_stream(source, sink)
+    try:
+        connection = sqlite3.connect(target, isolation_level=None)
+        try:
+            integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+            counts = row_counts(connection)
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise MaintError(f"the restored database cannot be read: {error}") from None
+    if integrity != ["ok"]:
+        raise MaintError(f"integrity_check failed: {'; '.join(integrity[:5])}")
+    compare_counts(counts, expected.get("tables", {}))
+    return {"integrity_check": "ok", "tables": counts}
+
+
+def compare_counts(found: dict[str, int], expected: dict[str, int]) -> None:
+    """Raise naming every table whose row count differs from the manifest's."""
+    problems = [f"table {table}: {found.get(table, 'missing')} rows, manifest says {count}"
+                for table, count in sorted(expected.items()) if found.get(table) != count]
+    problems += [f"table {table}: not in the manifest" for table in sorted(found)
+                 if table not in expected]
+    if problems:
+        raise MaintError("row counts differ: " + "; ".join(problems))
+
+
+def restore(docker, database, artifact: Path, compression: str, expected: dict) -> dict:
+    """Replace the live database file (tracker stopped) with the set's, checked beforehand.
+
+    The new file is written beside the live one, checked (integrity, row counts), given the
+    live file's owner and mode, and renamed over it once the old -wal/-shm/-journal are gone
+    (an old WAL beside a new file would be replayed into it).
+    """
+    from torrust_maint.compress import copy_stream, open_decompressed
+
+    live = Path(database.host_path)
+    incoming = live.with_name(live.name + ".torrust-maint-restore")
+    try:
+        with open_decompressed(artifact, compression) as source, \
+                open(os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as sink:
+            copy_stream(source, sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        counts = check_file(incoming, expected)
+        info = live.stat() if live.exists() else None
+        if info is not None:
+            os.chown(incoming, info.st_uid, info.st_gid)
+            os.chmod(incoming, info.st_mode & 0o7777)
+        for suffix in ("-wal", "-shm", "-journal"):
+            Path(f"{live}{suffix}").unlink(missing_ok=True)
+        os.rename(incoming, live)
+        fd = os.open(live.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        incoming.unlink(missing_ok=True)
+    return {"tables": check_file(live, expected) or counts}
+
+
+def check_file(path: Path, expected: dict) -> dict[str, int]:
+    """Integrity and row counts of a database file, read without creating -wal/-shm files."""
+    try:
+        connection = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            result = [row[0] for row in connection.execute("PRAGMA quick_check")]
+            counts = row_counts(connection)
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise MaintError(f"{path}: cannot be read: {error}") from None
+    if result != ["ok"]:
+        raise MaintError(f"{path}: quick_check failed: {'; '.join(result[:5])}")
+    compare_counts(counts, expected.get("tables", {}))
+    return counts
