@@ -109,7 +109,30 @@ def test_wal_mode_backup_holds_exactly_the_committed_transactions(make_stack, tm
     assert done.returncode == 0, done.stderr
     [backup] = list_sets(config)
     assert backup["database"]["journal_mode"] == "wal"
+    assert backup["database"]["snapshot_method"] == "wal-read"
+    assert backup["phases"]["snapshot"] < 0.5
     assert_backup_is_exactly_the_committed_state(tracker, backup, tmp_path)
+
+
+def test_wal_read_handle_leaves_the_side_files_usable_by_a_non_root_tracker(make_stack,
+                                                                           tmp_path):
+    # The real tracker image runs as an unprivileged user; we run as root and open the live
+    # database inside the window: the -wal and -shm must stay the tracker's.
+    tracker = make_stack(journal_mode="wal", user="1000:1000")
+    tracker.wait_for_writes(200)
+    config = write_config(tracker)
+
+    done = run_cli(config, "backup")
+
+    assert done.returncode == 0, done.stderr
+    [backup] = list_sets(config)
+    assert backup["database"]["snapshot_method"] == "wal-read"
+    n = assert_backup_is_exactly_the_committed_state(tracker, backup, tmp_path)
+    tracker.wait_for_writes(n + 300)  # the tracker writes on after the window
+    for suffix in ("", "-wal", "-shm"):
+        info = Path(f"{tracker.db_host_path}{suffix}").stat()
+        assert (info.st_uid, info.st_gid) == (1000, 1000), suffix
+    assert "Traceback" not in tracker.logs()
 
 
 def test_killed_tracker_with_commits_only_in_the_wal(make_stack, tmp_path):
@@ -128,7 +151,7 @@ def test_killed_tracker_with_commits_only_in_the_wal(make_stack, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "standin: stopped" not in tracker.logs()  # it was killed, not stopped
     [backup] = list_sets(config)
-    assert "-wal" in backup["database"]["snapshot_side_files"]
+    assert backup["database"]["snapshot_method"] == "wal-read"  # ext4: no reflinks
     n = assert_backup_is_exactly_the_committed_state(tracker, backup, tmp_path)
     with sqlite3.connect(f"file:{main_file_alone}?immutable=1", uri=True) as alone:
         tables = alone.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'torrents'")
@@ -329,4 +352,5 @@ def test_sigkill_inside_the_window_the_guardian_restarts_the_tracker(make_stack)
 
     done = run_cli(config, "backup")  # the next run works and clears the leftover
     assert done.returncode == 0, done.stderr
-    assert [s["complete"] for s in list_sets(config)] == [True]
+    after = list_sets(config)
+    assert [s["complete"] for s in after] == [True], json.dumps(after, indent=1)

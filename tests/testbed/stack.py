@@ -135,10 +135,11 @@ class TrackerStack:
 
     def __init__(self, compose_dir: Path, container_name: str, *, journal_mode: str = "delete",
                  wal_autocheckpoint: int = 1000, ignore_sigterm: bool = False,
-                 interval_ms: int = 5, driver: str = "sqlite3"):
+                 interval_ms: int = 5, driver: str = "sqlite3", user: str | None = None):
         self.compose_dir = compose_dir
         self.container_name = container_name
         self.driver = driver
+        self.user = user  # "uid:gid" to run the tracker as, like the real image's torrust user
         self.mysql_container_name = f"{container_name}-mysql"
         self.settings = {
             "STANDIN_JOURNAL_MODE": journal_mode,
@@ -183,6 +184,13 @@ class TrackerStack:
                                                  container_name=self.container_name)
         (root / ".env").write_text("".join(f"{k}={env_quote(v)}\n" for k, v in env.items()))
         os.chmod(root / ".env", 0o600)
+        if self.user:
+            uid, gid = (int(part) for part in self.user.split(":"))
+            compose_file = compose_file.replace(
+                "    tty: true\n", f"    tty: true\n    user: \"{self.user}\"\n", 1)
+            for sub in ("storage/tracker/lib", "storage/tracker/lib/database",
+                        "storage/tracker/log"):
+                os.chown(root / sub, uid, gid)
         (root / "docker-compose.yml").write_text(compose_file)
         (root / "storage/tracker/etc/tracker.toml").write_text(
             TRACKER_TOML.format(db_path=CONTAINER_DB_PATH))

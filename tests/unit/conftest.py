@@ -29,7 +29,8 @@ class FakeDockerCli:
     """Stands in for the docker binary: records every argv and answers from `containers`.
 
     Understands ``ps``, ``container inspect``, ``stop`` and ``start``; stop and start flip the
-    containers' State. ``fail(verb)`` makes the next call(s) of a verb exit 1.
+    containers' State. ``fail(verb)`` makes the next call(s) of a verb exit 1. ``exec`` answers
+    from ``on_exec``; a command not registered there is "not found in $PATH" (exit 127).
     """
 
     def __init__(self) -> None:
@@ -41,12 +42,14 @@ class FakeDockerCli:
         self.deaf: set[str] = set()  # `stop` "succeeds" but these keep running
         self._healthy_after: dict[str, int] = {}
         self._countdown: dict[str, int] = {}
+        self.exec_results: dict[tuple[str, ...], CommandResult] = {}
 
     # -- set-up ------------------------------------------------------------------------
     def add(self, name: str, *, working_dir: str, service: str | None = "tracker",
             project: str = "compose", running: bool = True, env: dict | None = None,
             mounts: list[tuple[str, str]] = (), healthcheck: bool = False,
-            healthy_after: int = 0) -> str:
+            healthy_after: int = 0, networks: dict[str, str] | None = None,
+            image: str = "torrust/tracker:develop") -> str:
         container_id = f"{len(self.containers) + 1:064x}"
         labels = {}
         if service is not None:
@@ -63,12 +66,20 @@ class FakeDockerCli:
             "Config": {
                 "Labels": labels,
                 "Env": [f"{k}={v}" for k, v in (env or {}).items()] + ["PATH=/usr/bin"],
-                "Image": "torrust/tracker:develop",
+                "Image": image,
             },
             "Mounts": [{"Type": "bind", "Source": source, "Destination": destination,
                         "RW": True} for source, destination in mounts],
+            "NetworkSettings": {"Networks": {
+                name: {"IPAddress": address, "NetworkID": f"{name}-id"}
+                for name, address in (networks or {}).items()}},
         }
         return container_id
+
+    def on_exec(self, container_id: str, argv: list[str], stdout: bytes = b"",
+                returncode: int = 0, stderr: bytes = b"") -> None:
+        """What ``docker exec <container_id> *argv`` answers."""
+        self.exec_results[(container_id, *argv)] = CommandResult(returncode, stdout, stderr)
 
     def fail(self, verb: str, *, times: int = 1, stderr: str = "boom",
              apply: bool = False) -> None:
@@ -128,6 +139,13 @@ class FakeDockerCli:
                 if cid not in self.broken:
                     self.set_running(cid, True)
             return CommandResult(0, "".join(i + "\n" for i in args[1:]).encode(), b"")
+        if verb == "exec":
+            key = tuple(args[1:])
+            if key in self.exec_results:
+                return self.exec_results[key]
+            return CommandResult(127, b"", (
+                f"OCI runtime exec failed: exec failed: unable to start container process: "
+                f"exec: \"{args[2]}\": executable file not found in $PATH: unknown\n").encode())
         raise AssertionError(f"unexpected docker call: {args}")
 
     def set_running(self, cid: str, running: bool) -> None:

@@ -10,10 +10,14 @@ from torrust_maint.config import DeploymentConfig
 from torrust_maint.deployment import (
     ENV_DB_PATH,
     ENV_DRIVER,
+    MysqlDatabase,
+    SqliteDatabase,
+    _mysql_credentials,
     discover,
     find_trackers,
     host_path_for,
     parse_env_file,
+    parse_mysql_dsn,
 )
 from torrust_maint.docker import Container, Mount
 from torrust_maint.errors import ConfigError, DockerError
@@ -198,30 +202,78 @@ def test_compose_dir_must_exist(stack, tmp_path):
 
 # -- the driver ----------------------------------------------------------------------------
 
-def unsupported(stack) -> str:
+MYSQL_ENV = "MYSQL_DATABASE=torrust_tracker\nMYSQL_USER=db_user\nMYSQL_PASSWORD=db_pw\n"
+
+
+def add_mysql(stack, name: str = "compose-mysql-1", service: str = "mysql",
+              networks: dict[str, str] | None = None, env: dict | None = None,
+              **options) -> str:
+    """The database service's container; by default on the tracker's network."""
+    if networks is None:
+        networks = {"compose_default": "172.20.0.3"}
+    return stack.fake.add(name, working_dir=str(stack.compose_dir), service=service,
+                          networks=networks, image="mysql:8.0",
+                          env=env or {"MYSQL_ROOT_PASSWORD": "root_pw"}, **options)
+
+
+def add_tracker_on_network(stack, env: dict | None = None, **options) -> str:
+    return stack.add_tracker(env={ENV_TOML_PATH: f"{CONTAINER_ETC}/tracker.toml", **(env or {})},
+                             networks={"compose_default": "172.20.0.2"}, **options)
+
+
+def viable_both_ways(stack, env_file_driver: str | None, toml_driver: str | None,
+                     container_driver: str | None) -> str:
+    """A stack where either engine would be discovered without error; the driver it chose."""
+    env_text = MYSQL_ENV
+    if env_file_driver is not None:
+        env_text += f"{ENV_DRIVER}={env_file_driver}\n"
+    stack.write_env(env_text)
+    if toml_driver is None:
+        (stack.etc / "tracker.toml").write_text(f'[core.database]\npath = "{CONTAINER_DB_PATH}"\n')
+    else:
+        stack.write_toml(driver=toml_driver)
+    add_tracker_on_network(stack, {ENV_DRIVER: container_driver} if container_driver else None)
+    add_mysql(stack)
+    deployment = discover(stack.settings(), stack.docker)
+    if deployment.driver == "mysql":
+        assert isinstance(deployment.database, MysqlDatabase)
+        assert deployment.database.host == "172.20.0.3"
+    else:
+        assert isinstance(deployment.database, SqliteDatabase)
+        assert deployment.database.host_path == stack.db_path
+    return deployment.driver
+
+
+@pytest.mark.parametrize("env_file_driver,toml_driver,container_driver,expected", [
+    ("sqlite3", "sqlite3", "mysql", "mysql"),  # the container's environment beats both
+    ("mysql", "mysql", "sqlite3", "sqlite3"),
+])
+def test_driver_from_container_env_beats_env_file_and_toml(stack, env_file_driver, toml_driver,
+                                                           container_driver, expected):
+    assert viable_both_ways(stack, env_file_driver, toml_driver, container_driver) == expected
+
+
+@pytest.mark.parametrize("env_file_driver,toml_driver,expected", [
+    ("mysql", "sqlite3", "mysql"),
+    ("sqlite3", "mysql", "sqlite3"),
+])
+def test_driver_from_env_file_beats_toml(stack, env_file_driver, toml_driver, expected):
+    assert viable_both_ways(stack, env_file_driver, toml_driver, None) == expected
+
+
+@pytest.mark.parametrize("toml_driver", ["mysql", "sqlite3"])
+def test_driver_from_toml(stack, toml_driver):
+    assert viable_both_ways(stack, None, toml_driver, None) == toml_driver
+
+
+def test_unsupported_driver(stack):
+    stack.write_env(f"{ENV_DRIVER}=mysql\n" + MYSQL_ENV)
+    add_tracker_on_network(stack, {ENV_DRIVER: "postgresql"})
+    add_mysql(stack)
     with pytest.raises(ConfigError) as caught:
         discover(stack.settings(), stack.docker)
-    return str(caught.value)
-
-
-def test_driver_from_container_env_beats_env_file_and_toml(stack):
-    stack.write_env(f"{ENV_DRIVER}=sqlite3\n")
-    stack.add_tracker(env={ENV_DRIVER: "mysql",
-                           ENV_TOML_PATH: f"{CONTAINER_ETC}/tracker.toml"})
-    assert unsupported(stack) == ("database driver 'mysql' is not supported yet "
-                                  "(supported: sqlite3)")
-
-
-def test_driver_from_env_file_beats_toml(stack):
-    stack.write_env(f"{ENV_DRIVER}=mysql\n")
-    stack.add_tracker()
-    assert "'mysql' is not supported" in unsupported(stack)
-
-
-def test_driver_from_toml(stack):
-    stack.write_toml(driver="mysql")
-    stack.add_tracker()
-    assert "'mysql' is not supported" in unsupported(stack)
+    assert caught.value.problems == [
+        "database driver 'postgresql' is not supported (supported: sqlite3, mysql)"]
 
 
 def test_configured_driver_beats_discovery(stack):
@@ -356,3 +408,239 @@ def test_non_utf8_tracker_toml_is_a_config_error(stack):
     stack.add_tracker()
     with pytest.raises(ConfigError, match="tracker.toml: cannot read tracker configuration"):
         discover(stack.settings(), stack.docker)
+
+
+# -- MySQL: the DSN ----------------------------------------------------------------------------
+
+SECRET = "S3cr3t-Pw"  # noqa: S105 - a test value
+DSN_ORIGIN = "tracker container compose-tracker-1 environment"
+
+
+def test_dsn_is_percent_decoded():
+    dsn = "mysql://us%40er%3Ax:p%40ss%3Aw%2Fd%25%23@db.example:3307/tor%2Drent%20db"
+    assert parse_mysql_dsn(dsn, DSN_ORIGIN) == {
+        "user": "us@er:x", "password": "p@ss:w/d%#", "host": "db.example", "port": 3307,
+        "database": "tor-rent db"}
+
+
+def test_dsn_default_port_is_3306():
+    assert parse_mysql_dsn(f"mysql://db_user:{SECRET}@mysql/torrust_tracker", DSN_ORIGIN) == {
+        "user": "db_user", "password": SECRET, "host": "mysql", "port": 3306,
+        "database": "torrust_tracker"}
+
+
+def test_dsn_without_password():
+    parsed = parse_mysql_dsn("mysql://db_user@mysql:3306/torrust_tracker", DSN_ORIGIN)
+    assert (parsed["user"], parsed["password"], parsed["port"]) == ("db_user", "", 3306)
+
+
+@pytest.mark.parametrize("dsn,problem", [
+    (f"mysql://:{SECRET}@mysql:3306/torrust_tracker", "has no user"),
+    ("mysql://mysql:3306/torrust_tracker", "has no user"),
+    (f"mysql://db_user:{SECRET}@mysql:3306", "has no database name"),
+    (f"mysql://db_user:{SECRET}@mysql:3306/", "has no database name"),
+    (f"postgresql://db_user:{SECRET}@mysql:3306/torrust_tracker", "does not start with mysql://"),
+    ("/var/lib/torrust/tracker/database/sqlite3.db",
+     "does not start with mysql:// and has no user"),
+    (f"mysql://db_user:{SECRET}@mysql:port/torrust_tracker", "has an invalid port"),
+    (f"mysql://db_user:{SECRET}@mysql:99999/torrust_tracker", "has an invalid port"),
+    (f"mariadb://:{SECRET}@mysql:x/", "does not start with mysql:// and has an invalid port "
+                                      "and has no user and has no database name"),
+])
+def test_bad_dsn_names_the_problem_but_not_the_password(dsn, problem):
+    with pytest.raises(ConfigError) as caught:
+        parse_mysql_dsn(dsn, DSN_ORIGIN)
+    assert caught.value.problems == [f"{DSN_ORIGIN}: {ENV_DB_PATH} {problem}"]
+    assert SECRET not in str(caught.value)
+
+
+def test_bad_dsn_hides_a_percent_encoded_password_too():
+    with pytest.raises(ConfigError) as caught:
+        parse_mysql_dsn("mysql://db_user:p%40ss-word-42@mysql:3306/", DSN_ORIGIN)
+    assert "p%40ss-word-42" not in str(caught.value)
+    assert "p@ss-word-42" not in str(caught.value)
+
+
+# -- MySQL: the credentials ------------------------------------------------------------------
+
+def credentials(container_env: dict, env: dict):
+    sources = [(DSN_ORIGIN, container_env), ("/srv/compose/.env", env)]
+    return _mysql_credentials(sources, env, Path("/srv/compose"))
+
+
+CONTAINER_DSN = f"mysql://from_container:{SECRET}@mysql:3301/container_db"
+ENV_FILE_DSN = "mysql://from_env_file:pw2@mysql:3302/env_file_db"
+MYSQL_KEYS = {"MYSQL_DATABASE": "keys_db", "MYSQL_USER": "from_keys", "MYSQL_PASSWORD": "pw3"}
+
+
+def test_credentials_container_dsn_beats_env_file_dsn_and_keys():
+    found, origin = credentials({ENV_DB_PATH: CONTAINER_DSN},
+                                {ENV_DB_PATH: ENV_FILE_DSN, **MYSQL_KEYS})
+    assert (found["user"], found["password"], found["port"], found["database"]) == \
+        ("from_container", SECRET, 3301, "container_db")
+    assert origin == DSN_ORIGIN
+
+
+def test_credentials_env_file_dsn_beats_keys():
+    found, origin = credentials({}, {ENV_DB_PATH: ENV_FILE_DSN, **MYSQL_KEYS})
+    assert (found["user"], found["password"], found["port"], found["database"]) == \
+        ("from_env_file", "pw2", 3302, "env_file_db")
+    assert origin == "/srv/compose/.env"
+
+
+def test_credentials_from_mysql_keys():
+    found, origin = credentials({}, dict(MYSQL_KEYS))
+    assert found == {"user": "from_keys", "password": "pw3", "port": 3306, "database": "keys_db"}
+    assert origin == "/srv/compose/.env"
+
+
+@pytest.mark.parametrize("env,missing", [
+    ({}, "MYSQL_DATABASE, MYSQL_USER, MYSQL_PASSWORD"),
+    ({"MYSQL_DATABASE": "db", "MYSQL_USER": "", "MYSQL_PASSWORD": "pw"}, "MYSQL_USER"),
+    ({"MYSQL_DATABASE": "  ", "MYSQL_USER": "u"}, "MYSQL_DATABASE, MYSQL_PASSWORD"),
+])
+def test_missing_or_empty_mysql_keys_are_listed_by_name(env, missing):
+    with pytest.raises(ConfigError) as caught:
+        credentials({}, env)
+    assert caught.value.problems == [
+        f"cannot find the MySQL credentials: no {ENV_DB_PATH} DSN in the tracker container or "
+        f".env, and /srv/compose/.env lacks (or has empty) {missing}"]
+
+
+def test_empty_dsn_is_an_error_not_a_fallback():
+    with pytest.raises(ConfigError) as caught:
+        credentials({ENV_DB_PATH: ""}, dict(MYSQL_KEYS))
+    assert caught.value.problems == [f"{DSN_ORIGIN}: {ENV_DB_PATH} is set but empty"]
+
+
+# -- MySQL: discovery ------------------------------------------------------------------------
+
+def mysql_stack(stack, tracker_env: dict | None = None, env_text: str = MYSQL_ENV):
+    stack.write_env(f"{ENV_DRIVER}=mysql\n" + env_text)
+    return add_tracker_on_network(stack, tracker_env)
+
+
+def test_discover_mysql_from_the_container_dsn(stack):
+    stack.write_env(f"{ENV_DRIVER}=mysql\n{ENV_DB_PATH}={ENV_FILE_DSN}\n" + MYSQL_ENV)
+    tracker_id = add_tracker_on_network(stack, {ENV_DB_PATH: CONTAINER_DSN})
+    mysql_id = add_mysql(stack)
+    deployment = discover(stack.settings(), stack.docker)
+    database = deployment.database
+    assert deployment.driver == "mysql"
+    assert deployment.tracker_ids == [tracker_id]
+    assert database.container.id == mysql_id
+    assert database.container.image == "mysql:8.0"
+    # The DSN's host name is the tracker's view; we connect to the container's address.
+    assert (database.host, database.port) == ("172.20.0.3", 3301)
+    assert (database.user, database.password, database.database) == \
+        ("from_container", SECRET, "container_db")
+    assert database.credentials_origin == DSN_ORIGIN
+
+
+def test_discover_mysql_from_the_env_file_dsn(stack):
+    mysql_stack(stack, env_text=f"{ENV_DB_PATH}={ENV_FILE_DSN}\n" + MYSQL_ENV)
+    add_mysql(stack)
+    database = discover(stack.settings(), stack.docker).database
+    assert (database.user, database.password, database.database, database.port) == \
+        ("from_env_file", "pw2", "env_file_db", 3302)
+    assert database.credentials_origin == str(stack.compose_dir / ".env")
+
+
+def test_discover_mysql_from_mysql_keys(stack):
+    mysql_stack(stack)
+    add_mysql(stack)
+    database = discover(stack.settings(), stack.docker).database
+    assert (database.host, database.port, database.user, database.password, database.database) \
+        == ("172.20.0.3", 3306, "db_user", "db_pw", "torrust_tracker")
+    assert database.credentials_origin == str(stack.compose_dir / ".env")
+
+
+def test_discover_mysql_needs_no_sqlite_file(stack):
+    stack.db_path.unlink()
+    mysql_stack(stack)
+    add_mysql(stack)
+    assert discover(stack.settings(), stack.docker).driver == "mysql"
+
+
+def test_database_container_is_found_by_its_service_label(stack):
+    mysql_stack(stack)
+    add_mysql(stack, name="compose-mariadb-1", service="mariadb",
+              networks={"compose_default": "172.20.0.9"})
+    # The default service name, "mysql", but a container named for another service.
+    mysql_id = add_mysql(stack, name="aaa-not-the-db", networks={"compose_default": "172.20.0.4"})
+    database = discover(stack.settings(), stack.docker).database
+    assert (database.container.id, database.host) == (mysql_id, "172.20.0.4")
+
+
+def test_database_service_setting_overrides_the_default(stack):
+    mysql_stack(stack)
+    add_mysql(stack)
+    mariadb_id = add_mysql(stack, name="compose-mariadb-1", service="mariadb",
+                           networks={"compose_default": "172.20.0.9"})
+    database = discover(stack.settings(database_service="mariadb"), stack.docker).database
+    assert (database.container.id, database.container.name, database.host) == \
+        (mariadb_id, "compose-mariadb-1", "172.20.0.9")
+
+
+def test_database_service_of_another_project_is_not_used(stack, tmp_path):
+    mysql_stack(stack)
+    other = tmp_path / "other"
+    other.mkdir()
+    stack.fake.add("other-mysql-1", working_dir=str(other), service="mysql", project="other",
+                   networks={"compose_default": "172.30.0.3"})
+    with pytest.raises(ConfigError, match="no container of service 'mysql'"):
+        discover(stack.settings(), stack.docker)
+
+
+def test_address_on_a_network_shared_with_the_tracker_is_preferred(stack):
+    mysql_stack(stack)
+    # The database's first network is not the tracker's.
+    add_mysql(stack, networks={"backup_net": "10.9.0.5", "compose_default": "172.20.0.3",
+                               "other_net": "10.8.0.5"})
+    assert discover(stack.settings(), stack.docker).database.host == "172.20.0.3"
+
+
+def test_without_a_shared_network_the_first_address_is_used(stack):
+    mysql_stack(stack)
+    add_mysql(stack, networks={"backup_net": "10.9.0.5", "other_net": "10.8.0.5"})
+    assert discover(stack.settings(), stack.docker).database.host == "10.9.0.5"
+
+
+def test_no_database_container_of_the_service(stack):
+    mysql_stack(stack)
+    stack.fake.add("compose-grafana-1", working_dir=str(stack.compose_dir), service="grafana")
+    with pytest.raises(ConfigError) as caught:
+        discover(stack.settings(database_service="db"), stack.docker)
+    assert caught.value.problems == [
+        f"[deployment] database_service: no container of service 'db' in the compose project at "
+        f"{stack.compose_dir} (services found: grafana, tracker)"]
+
+
+@pytest.mark.parametrize("networks", [{}, {"compose_default": ""}])
+def test_database_container_without_an_address(stack, networks):
+    mysql_stack(stack)
+    add_mysql(stack, networks=networks, running=False)
+    with pytest.raises(ConfigError) as caught:
+        discover(stack.settings(), stack.docker)
+    assert caught.value.problems == [
+        "database container compose-mysql-1 has no IP address on a Docker network "
+        "(is it running?)"]
+
+
+def test_bad_dsn_in_discovery_does_not_show_the_password(stack):
+    mysql_stack(stack, {ENV_DB_PATH: f"mysql://db_user:{SECRET}@mysql:3306/"})
+    add_mysql(stack)
+    with pytest.raises(ConfigError) as caught:
+        discover(stack.settings(), stack.docker)
+    assert caught.value.problems == [f"{DSN_ORIGIN}: {ENV_DB_PATH} has no database name"]
+
+
+def test_mysql_database_repr_never_shows_the_password(stack):
+    mysql_stack(stack, {ENV_DB_PATH: CONTAINER_DSN})
+    add_mysql(stack, env={"MYSQL_PASSWORD": SECRET, "MYSQL_ROOT_PASSWORD": "root-" + SECRET})
+    deployment = discover(stack.settings(), stack.docker)
+    database = deployment.database
+    assert database.password == SECRET
+    for text in (repr(database), str(database), database.describe(), repr(deployment)):
+        assert SECRET not in text
+    assert "from_container" in repr(database)  # the repr is there, only the secret is not

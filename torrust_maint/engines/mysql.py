@@ -237,7 +237,8 @@ def dump_options(tool: str, version: str) -> tuple[str, ...]:
     return DUMP_OPTIONS + (ORACLE_ONLY_OPTIONS if oracle else ())
 
 
-def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None) -> MysqlSnapshot:
+def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
+            live_handle_ok: bool = True) -> MysqlSnapshot:
     """Before the window: connect, find the dump tool, start it blocked on its option file."""
     connection = connect(database)
     with connection.cursor() as cursor:

@@ -89,23 +89,112 @@ class SqliteSnapshot:
 
 
 @dataclass
+class LiveWalSnapshot:
+    """An open read transaction on the live WAL-mode database: the handle of a snapshot.
+
+    Taken inside the window in microseconds whatever the size; after the restart the tracker
+    writes on (readers and the writer do not block each other in WAL mode, and checkpoints
+    cannot pass our read mark), and the backup API copies exactly our snapshot's pages.
+    """
+
+    connection: sqlite3.Connection
+    database_path: Path
+    path: Path
+    inner: SqliteSnapshot | None = None
+
+    def export_to(self, stream, progress: Callable[[int], None] | None = None) -> None:
+        target = sqlite3.connect(self.path)
+        try:
+            self.connection.backup(target)  # uses our open read transaction: our snapshot
+        except sqlite3.DatabaseError as error:
+            raise MaintError(f"copying the SQLite snapshot failed: {error}") from None
+        finally:
+            target.close()
+        self._release()
+        self.inner = SqliteSnapshot(path=self.path, method="wal-read", copied_bytes=0)
+        self.inner.export_to(stream, progress)
+
+    def manifest(self) -> dict:
+        data = self.inner.manifest() if self.inner else {"snapshot_method": "wal-read"}
+        data["journal_mode"] = "wal"
+        return data
+
+    def _release(self) -> None:
+        try:
+            self.connection.rollback()
+            self.connection.close()
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        self._release()
+        if self.inner:
+            self.inner.close()
+        else:
+            for suffix in ("", "-wal", "-journal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+class ReflinkUnavailable(Exception):
+    """The filesystem cannot share blocks between these files."""
+
+
+def is_wal_database(path: Path) -> bool:
+    """Whether the file's header says WAL mode (read and write versions 2)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+
+def open_live_snapshot(database_path: Path, staging_dir: Path) -> LiveWalSnapshot:
+    """Open a read transaction on the live database (tracker stopped, so nothing is torn)."""
+    info = database_path.stat()
+    try:
+        connection = sqlite3.connect(database_path, isolation_level=None, timeout=30)
+        connection.execute("BEGIN")
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
+    # We run as root: -wal/-shm we created must stay usable by the tracker's own user.
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{database_path}{suffix}")
+        try:
+            side_info = side.stat()
+        except FileNotFoundError:
+            continue
+        if (side_info.st_uid, side_info.st_gid) != (info.st_uid, info.st_gid):
+            os.chown(side, info.st_uid, info.st_gid)
+        os.chmod(side, (side_info.st_mode | (info.st_mode & 0o666)) & 0o7777)
+    return LiveWalSnapshot(connection, database_path, staging_dir / SNAPSHOT_NAME)
+
+
+@dataclass
 class SqlitePrepared:
-    """What the window will copy, and where to."""
+    """What the window will snapshot, and where to."""
 
     database_path: Path
     staging_dir: Path
+    live_handle_ok: bool = True
 
-    def open(self) -> SqliteSnapshot:
-        """Inside the window (tracker stopped): copy the files."""
+    def open(self) -> SqliteSnapshot | LiveWalSnapshot:
+        """Inside the window (tracker stopped): reflink, else (WAL) a read handle, else copy."""
+        if self.live_handle_ok and is_wal_database(self.database_path):
+            try:
+                return snapshot(self.database_path, self.staging_dir, reflink_only=True)
+            except ReflinkUnavailable:
+                return open_live_snapshot(self.database_path, self.staging_dir)
         return snapshot(self.database_path, self.staging_dir)
 
     def abort(self) -> None:
         pass
 
 
-def prepare(docker, database, staging_dir: Path) -> SqlitePrepared:
+def prepare(docker, database, staging_dir: Path, live_handle_ok: bool = True) -> SqlitePrepared:
     """Before the window: nothing to open for SQLite, only the plan."""
-    return SqlitePrepared(database.host_path, staging_dir)
+    return SqlitePrepared(database.host_path, staging_dir, live_handle_ok)
 
 
 def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
@@ -118,8 +207,12 @@ def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
             for table in tables}
 
 
-def snapshot(database_path: Path, staging_dir: Path) -> SqliteSnapshot:
-    """Copy the database file and its -wal/-journal into staging_dir (tracker must be stopped)."""
+def snapshot(database_path: Path, staging_dir: Path, reflink_only: bool = False) -> SqliteSnapshot:
+    """Copy the database file and its -wal/-journal into staging_dir (tracker must be stopped).
+
+    With reflink_only, raise ReflinkUnavailable (leaving nothing behind) unless the main file
+    can be cloned.
+    """
     target = staging_dir / SNAPSHOT_NAME
     methods = set()
     copied = 0
@@ -127,7 +220,8 @@ def snapshot(database_path: Path, staging_dir: Path) -> SqliteSnapshot:
     for suffix in ("", *SIDE_FILES):
         source = Path(f"{database_path}{suffix}")
         try:
-            method, size = clone_or_copy(source, Path(f"{target}{suffix}"))
+            method, size = clone_or_copy(source, Path(f"{target}{suffix}"),
+                                         reflink_only=reflink_only and suffix == "")
         except FileNotFoundError:
             if suffix == "":
                 raise MaintError(f"the SQLite database {database_path} disappeared") from None
@@ -140,7 +234,7 @@ def snapshot(database_path: Path, staging_dir: Path) -> SqliteSnapshot:
     return SqliteSnapshot(path=target, method=method, copied_bytes=copied, side_files=side_files)
 
 
-def clone_or_copy(source: Path, target: Path) -> tuple[str, int]:
+def clone_or_copy(source: Path, target: Path, reflink_only: bool = False) -> tuple[str, int]:
     """Copy a file, sharing its blocks (FICLONE) where the filesystem can; (method, bytes)."""
     with open(source, "rb") as src:
         size = os.fstat(src.fileno()).st_size
@@ -152,6 +246,10 @@ def clone_or_copy(source: Path, target: Path) -> tuple[str, int]:
             except OSError as error:
                 if error.errno not in NO_REFLINK:
                     raise
+                if reflink_only:
+                    dst.close()
+                    target.unlink()
+                    raise ReflinkUnavailable(str(error)) from None
             _copy_range(src, dst, size)
     return "copy", size
 
