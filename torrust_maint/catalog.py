@@ -28,21 +28,21 @@ SET_NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace(
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds").replace(
         "+00:00", "Z")
 
 
 def parse_rfc3339(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
 def set_id_for(moment: dt.datetime, directory: Path) -> str:
     """The set's directory name: its UTC time, with a suffix if that name is taken."""
-    base = moment.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = moment.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     candidate, number = base, 0
     while (directory / candidate).exists() or (directory / (STAGING_PREFIX + candidate)).exists():
         number += 1
@@ -55,7 +55,8 @@ def ensure_directory(directory: Path) -> None:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
-        raise MaintError(f"[backup] directory: cannot create {directory}: {error.strerror}") from None
+        raise MaintError(
+            f"[backup] directory: cannot create {directory}: {error.strerror}") from None
 
 
 def fsync_directory(path: Path) -> None:

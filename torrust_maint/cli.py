@@ -12,7 +12,7 @@ from torrust_maint import __version__, journal, recovery
 from torrust_maint import config as config_module
 from torrust_maint.actions import backup, check, listing, prune, restore, verify
 from torrust_maint.docker import Docker
-from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, MaintError
+from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, ConfigError, MaintError
 from torrust_maint.journal import event
 
 

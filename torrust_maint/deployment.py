@@ -137,7 +137,8 @@ def find_trackers(containers: list[Container], services: tuple[str, ...],
         matches = [c for c in containers if c.service == service]
         if not matches:
             seen = sorted({c.service for c in containers})
-            hint = f" (services found: {', '.join(seen)})" if seen else " (no compose containers found there)"
+            hint = (f" (services found: {', '.join(seen)})" if seen
+                    else " (no compose containers found there)")
             problems.append(
                 f"[deployment] tracker_services: no container of service {service!r} in the "
                 f"compose project at {compose_dir}{hint}; is the stack deployed?"
@@ -188,7 +189,8 @@ def discover(settings: DeploymentConfig, docker: Docker) -> Deployment:
                (str(compose_dir / ".env"), env)]
     toml, toml_origin = _tracker_toml(compose_dir, tracker, sources)
     toml_database = toml.get("core", {}).get("database", {}) if isinstance(toml, dict) else {}
-    toml_source = [(f"{toml_origin} [core.database]", {k: str(v) for k, v in toml_database.items()})]
+    toml_values = {key: str(value) for key, value in toml_database.items()}
+    toml_source = [(f"{toml_origin} [core.database]", toml_values)]
 
     driver = settings.database_driver
     if driver is None:

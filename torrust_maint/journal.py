@@ -13,8 +13,8 @@ import logging.handlers
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SYSLOG_IDENTIFIER = "torrust-maint"
 

@@ -6,8 +6,8 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from torrust_maint.errors import LockedError, MaintError
 

@@ -8,8 +8,9 @@ newest set is always kept. Periods are UTC days, ISO weeks and calendar months.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from torrust_maint.config import RetentionConfig
 
@@ -51,7 +52,7 @@ def decide(sets: Sequence[Dated], policy: RetentionConfig) -> Decision:
         for backup_set in newest_first:
             if len(seen) >= count:
                 break
-            period = period_of(backup_set.created_at.astimezone(dt.timezone.utc))
+            period = period_of(backup_set.created_at.astimezone(dt.UTC))
             if rule == "last":  # every set counts, even two recorded at the same instant
                 period = (period, backup_set.id)
             if period not in seen:

@@ -6,8 +6,8 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from torrust_maint import notify
 from torrust_maint.docker import Container, Docker
@@ -122,7 +122,8 @@ def maintenance_window(docker: Docker, trackers: list[Container], stop_timeout: 
         if not docker.dry_run:
             still_running = [c.name for c in docker.inspect(ids) if c.running]
             if still_running:
-                raise DockerError(f"tracker still running after docker stop: {', '.join(still_running)}")
+                raise DockerError("tracker still running after docker stop: "
+                                  + ", ".join(still_running))
         report.mark("stopped")
         stop_seconds = report.between("stop_requested", "stopped")
         event("tracker_stopped", "tracker stopped after %.3f s", stop_seconds,

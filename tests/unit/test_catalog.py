@@ -21,7 +21,7 @@ from torrust_maint.catalog import (
 )
 from torrust_maint.errors import MaintError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def manifest_for(set_id: str, created_at: str, artifacts: list[str] = ()) -> dict:

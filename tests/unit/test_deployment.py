@@ -374,7 +374,7 @@ def test_sqlite_path_not_on_a_mount(stack):
     with pytest.raises(ConfigError) as caught:
         discover(stack.settings(), stack.docker)
     assert caught.value.problems == [
-        f"tracker container compose-tracker-1 environment: /tmp/sqlite3.db is not on a mount "
+        "tracker container compose-tracker-1 environment: /tmp/sqlite3.db is not on a mount "
         "of tracker container(s) compose-tracker-1: the database would be lost with the container"
     ]
 

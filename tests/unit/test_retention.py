@@ -11,7 +11,7 @@ import pytest
 from torrust_maint.config import RetentionConfig
 from torrust_maint.retention import decide
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @dataclass

@@ -8,9 +8,9 @@ import shutil
 import socket
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from torrust_maint import __version__, catalog, notify
 from torrust_maint.actions import prune as prune_action

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from torrust_maint.actions.backup import database_files, existing_config_paths
 from torrust_maint.config import Config
@@ -68,7 +68,8 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
     if not os.access(probe, os.W_OK | os.X_OK):
         problems.append(f"[backup] directory: {directory} is not writable")
     else:
-        echo(f"backup directory: {directory}" + ("" if directory.exists() else " (will be created)"))
+        note = "" if directory.exists() else " (will be created)"
+        echo(f"backup directory: {directory}{note}")
     if problems:
         raise ConfigError(problems)
     echo("check: ok")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from typing import Callable
+from collections.abc import Callable
 
 from torrust_maint import catalog, retention
 from torrust_maint.config import Config

@@ -12,8 +12,8 @@ import logging
 import os
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torrust_maint import catalog
 from torrust_maint.actions import backup as backup_action

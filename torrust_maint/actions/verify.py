@@ -14,8 +14,8 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torrust_maint import catalog, notify
 from torrust_maint.compress import sha256_of

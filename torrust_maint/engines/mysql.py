@@ -19,8 +19,8 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pymysql
 
@@ -125,7 +125,8 @@ class MysqlSnapshot:
         self.process.stdin.close()  # the dump reads its option file to EOF, then connects
         if not self.snapshot_open.wait(SNAPSHOT_TIMEOUT) or self.process.poll() not in (None, 0):
             self.close()
-            raise MaintError(f"{self.tool} did not open its snapshot: {self.problems() or 'timeout'}")
+            reason = self.problems() or "timeout"
+            raise MaintError(f"{self.tool} did not open its snapshot: {reason}")
         return self
 
     def abort(self) -> None:
