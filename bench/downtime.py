@@ -3,7 +3,8 @@
 For MySQL the window holds only the stop, opening a snapshot and the start: its downtime
 should stay flat as the database grows, while the dump (after the restart) grows. For SQLite
 the window copies the files: flat with reflinks (XFS), growing with disk speed on ext4.
-Prints one line per run; nothing here is asserted.
+Then `verify` and `restore` of that set are timed (wall clock of the command; the restore's
+downtime is the safety set's). Prints one line per run; nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -88,6 +89,16 @@ def run_once(driver: str, rows: int, root: Path, label: str) -> dict:
         backup = json.loads(cli(config, "list", "--json").stdout)[-1]
         database = backup["artifacts"][0]
         phases = backup["phases"]
+        verify_started = time.monotonic()
+        if cli(config, "verify", backup["id"]).returncode != 0:
+            raise SystemExit("verify failed")
+        verify_seconds = time.monotonic() - verify_started
+        restore_started = time.monotonic()
+        restore = cli(config, "restore", backup["id"], "--yes")
+        if restore.returncode != 0:
+            raise SystemExit(f"restore failed: {restore.stderr}")
+        restore_seconds = time.monotonic() - restore_started
+        safety = json.loads(cli(config, "list", "--json").stdout)[-1]
         return {
             "driver": driver, "label": label, "rows": backup["database"]["tables"]["torrents"],
             "db_bytes": database["uncompressed_size"], "compressed_bytes": database["size"],
@@ -95,6 +106,8 @@ def run_once(driver: str, rows: int, root: Path, label: str) -> dict:
             "stop_s": phases.get("stop"), "start_s": phases.get("start"),
             "export_s": phases.get("export"), "total_s": phases.get("total"),
             "method": backup["database"].get("snapshot_method", "consistent snapshot + dump"),
+            "verify_s": verify_seconds, "restore_s": restore_seconds,
+            "restore_downtime_s": safety["downtime_seconds"],
         }
     finally:
         tracker.down()
@@ -108,14 +121,17 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"{'driver':<8} {'rows':>9} {'db MB':>8} {'zst MB':>7} {'downtime':>9} "
-          f"{'snapshot':>9} {'export':>8} {'total':>7}  method")
+          f"{'snapshot':>9} {'export':>8} {'total':>7} {'verify':>7} {'restore':>8} "
+          f"{'(down)':>8}  method")
     for driver in args.drivers.split(","):
         for rows in sizes:
             result = run_once(driver, rows, ROOT, f"{driver}-{rows}")
             print(f"{result['driver']:<8} {result['rows']:>9} {result['db_bytes'] / 1e6:>8.1f} "
                   f"{result['compressed_bytes'] / 1e6:>7.1f} {result['downtime_s']:>8.3f}s "
                   f"{result['snapshot_s']:>8.3f}s {result['export_s']:>7.2f}s "
-                  f"{result['total_s']:>6.2f}s  {result['method']}", flush=True)
+                  f"{result['total_s']:>6.2f}s {result['verify_s']:>6.2f}s "
+                  f"{result['restore_s']:>7.2f}s {result['restore_downtime_s']:>7.2f}s  "
+                  f"{result['method']}", flush=True)
     return 0
 
 

@@ -272,3 +272,34 @@ def test_backup_end_to_end(tmp_path, capsys, stack, fake_cli_docker):
     assert "docker-compose.yml" in names and "storage/tracker/etc/tracker.toml" in names
     assert any(".env does not exist" in w for w in manifest["warnings"])
     assert sorted(p.name for p in backups.iterdir()) == [".torrust-maint.lock", backup_set.id]
+
+
+# -- verify and restore arguments -------------------------------------------------------------
+
+def test_verify_all_with_an_id_is_a_usage_error(tmp_path, capsys):
+    config = write_config(tmp_path, tmp_path, tmp_path / "backups")
+    code, _, err = run(capsys, "--config", str(config), "verify", "--all", "20260301T030000Z")
+    assert code == 2
+    assert error_lines(err) == ["verify: --all takes no ID and no --scheduled"]
+
+
+def test_verify_unknown_set_names_it(tmp_path, capsys):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    make_set(backups, "20260301T030000Z", "2026-03-01T03:00:00Z")
+    config = write_config(tmp_path, tmp_path, backups)
+    code, _, err = run(capsys, "--config", str(config), "verify", "20990101T000000Z")
+    assert code == 2
+    assert error_lines(err) == ["no backup set '20990101T000000Z' (see `torrust-maint list`)"]
+
+
+def test_restore_refuses_a_set_whose_checksums_fail(tmp_path, capsys):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    make_set(backups, "20260301T030000Z", "2026-03-01T03:00:00Z")  # no sha256 recorded
+    config = write_config(tmp_path, tmp_path, backups)
+    code, _, err = run(capsys, "--config", str(config), "restore", "latest", "--yes")
+    assert code == 1
+    [line] = error_lines(err)
+    assert line.startswith("refusing to restore a damaged set: ")
+    assert "does not match the manifest's None" in line
