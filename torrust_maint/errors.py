@@ -42,6 +42,7 @@ class LockedError(MaintError):
     """Another run holds the lock."""
 
     exit_code = EXIT_LOCKED
+    holder_pid: int | None = None
 
 
 class DockerError(MaintError):

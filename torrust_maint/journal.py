@@ -157,11 +157,19 @@ def setup(verbosity: int) -> None:
 def add_file_log(path: Path) -> logging.Handler | None:
     """Also append log lines (with event fields) to `path` ([logging] file).
 
-    The directory is created (0750) if missing. A file that cannot be opened is a warning,
+    The directory (0750) and the file (0640) are created if missing. A file that cannot be
+    opened is a warning,
     not a failed backup. The handler reopens the file when logrotate has moved it.
     """
     try:
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        try:  # 0640 whoever creates it (a root shell or the unit): as logrotate's `create`
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            pass
+        else:
+            os.fchmod(fd, 0o640)
+            os.close(fd)
         handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
     except OSError as error:
         logging.getLogger(__name__).warning(

@@ -16,14 +16,19 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".torrust-maint.lock"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 @contextlib.contextmanager
@@ -39,10 +44,12 @@ def run_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = handle.read().strip() or "unknown"
-            raise LockedError(f"another torrust-maint run (pid {holder}) holds {path}") from None
+            error = LockedError(f"another torrust-maint run (pid {holder}) holds {path}")
+            error.holder_pid = int(holder) if holder.isdigit() else None
+            raise error from None
         previous = handle.read().strip()
         if previous.isdigit() and int(previous) != os.getpid():
-            state = "still running, but not holding it" if _pid_alive(int(previous)) else "gone"
+            state = "still running, but not holding it" if pid_alive(int(previous)) else "gone"
             log.warning("taking over a stale lock left by pid %s (%s)", previous, state)
         handle.seek(0)
         handle.truncate()

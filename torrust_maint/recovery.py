@@ -10,6 +10,7 @@ is on disk, not in /run, so a reboot mid-window is recovered by the next run as 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,14 +82,13 @@ def clear_marker(directory: Path) -> None:
 
 def recover(directory: Path, docker: Docker, start_timeout: int, echo=print) -> bool:
     """Start the containers of an interrupted window; True if there was one to recover."""
-    from torrust_maint.lock import run_lock
     from torrust_maint.window import WindowReport, wait_until_ready
 
     marker = WindowMarker.read(directory)
     if marker is None:
         return False
     try:
-        with run_lock(directory):
+        with _lock_of_the_dead(directory):
             marker = WindowMarker.read(directory)  # the holder may have finished meanwhile
             if marker is None:
                 return False
@@ -110,9 +111,30 @@ def recover(directory: Path, docker: Docker, start_timeout: int, echo=print) -> 
                   TRACKER_CONTAINERS=", ".join(marker.container_names))
             echo(f"recovered: started {', '.join(marker.container_names)} again")
             return True
-    except LockedError:
+    except LockedError as error:
+        log.warning("not recovering: %s; that run will start the tracker itself", error)
         echo("a run is in progress and holds the lock; it will start the tracker itself")
         return False
+
+
+@contextlib.contextmanager
+def _lock_of_the_dead(directory: Path, patience: float = 30) -> Iterator[None]:
+    """The run lock; while its recorded holder is dead (its lock not released yet: the kernel
+    frees a dying process's files asynchronously), wait for it instead of giving up."""
+    from torrust_maint.lock import pid_alive, run_lock
+
+    deadline = time.monotonic() + patience
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(run_lock(directory))
+                break
+            except LockedError as error:
+                holder = error.holder_pid
+                if holder is None or pid_alive(holder) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield
 
 
 class Guardian:
@@ -162,5 +184,6 @@ def guard(directory: Path, docker: Docker, start_timeout: int) -> int:
     message = sys.stdin.buffer.read()
     if message == GUARDIAN_DONE:
         return 0
+    log.warning("guardian: the backup process died inside the window; recovering")
     recover(directory, docker, start_timeout)
     return 0

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -340,11 +341,17 @@ def test_sigkill_inside_the_window_the_guardian_restarts_the_tracker(make_stack)
     time.sleep(0.3)
     process.kill()
     process.wait()
+    guardian_output: list[str] = []  # the guardian inherited our stderr pipe
+    threading.Thread(target=lambda: guardian_output.extend(process.stderr), daemon=True).start()
 
     deadline = time.monotonic() + 60
     while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not marker.exists(), "the guardian did not finish recovering"
+    processes = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True,
+                               text=True).stdout
+    assert not marker.exists(), ("the guardian did not recover: " + "".join(guardian_output)
+                                 + "\n" + "\n".join(line for line in processes.splitlines()
+                                                     if "torrust_maint" in line))
     tracker.wait_healthy(timeout=10)
     assert len(tracker.startup_seqs()) == 2  # stopped (killed by docker stop), started again
     [leftover] = list_sets(config)  # the killed run's staging directory, shown as incomplete

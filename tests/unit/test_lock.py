@@ -113,3 +113,22 @@ def test_lock_in_a_missing_directory_is_a_clear_error(tmp_path):
         with run_lock(tmp_path / "missing"):
             pass
 
+
+
+def test_a_zombie_does_not_count_as_alive():
+    import os
+    import time
+
+    from torrust_maint.lock import pid_alive
+
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while pid_alive(child) and time.monotonic() < deadline:  # exited, not reaped yet
+            time.sleep(0.01)
+        assert not pid_alive(child)
+        assert pid_alive(os.getpid())
+    finally:
+        os.waitpid(child, 0)

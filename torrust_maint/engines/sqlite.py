@@ -25,10 +25,26 @@ log = logging.getLogger(__name__)
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 SIDE_FILES = ("-wal", "-journal")  # never -shm: SQLite rebuilds it from the WAL
+# A rollback journal is hot (rolled back on open) only with this magic at its start; SQLite
+# writes the magic last, so a writer killed before that leaves a journal SQLite ignores.
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
 SNAPSHOT_NAME = "database.sqlite3"
 FILE_STEM = "database.sqlite3"
 NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
               errno.EBADF, errno.EPERM}
+
+
+def _drop_cold_journal(path: Path) -> None:
+    """Remove a copied -journal that is not hot (no magic): it holds nothing to roll back."""
+    journal = Path(f"{path}-journal")
+    try:
+        with open(journal, "rb") as handle:
+            head = handle.read(len(JOURNAL_MAGIC))
+    except FileNotFoundError:
+        return
+    if head != JOURNAL_MAGIC:
+        log.debug("removing a cold rollback journal from the snapshot copy (no magic)")
+        journal.unlink()
 
 
 @dataclass
@@ -60,6 +76,7 @@ class SqliteSnapshot:
                 connection.close()
         except sqlite3.DatabaseError as error:
             raise MaintError(f"the SQLite snapshot cannot be read: {error}") from None
+        _drop_cold_journal(self.path)
         leftovers = [s for s in ("-wal", "-journal") if Path(f"{self.path}{s}").exists()]
         if leftovers and any(Path(f"{self.path}{s}").stat().st_size for s in leftovers):
             raise MaintError(f"SQLite left {', '.join(leftovers)} beside the exported snapshot")
