@@ -164,8 +164,7 @@ def test_killed_tracker_with_commits_only_in_the_wal(make_stack, tmp_path):
 def test_stopped_tracker_exits_3_and_changes_nothing(make_stack):
     tracker = make_stack()
     config = write_config(tracker)
-    subprocess.run(["docker", "compose", "stop", "tracker"], cwd=tracker.compose_dir,
-                   check=True, capture_output=True)
+    subprocess.run(["docker", "stop", tracker.container_name], check=True, capture_output=True)
     before = tree(tracker.compose_dir)
 
     done = run_cli(config, "backup")
@@ -181,8 +180,7 @@ def test_force_backs_up_a_stopped_tracker_and_leaves_it_stopped(make_stack, tmp_
     tracker = make_stack()
     tracker.wait_for_writes(100)
     config = write_config(tracker)
-    subprocess.run(["docker", "compose", "stop", "tracker"], cwd=tracker.compose_dir,
-                   check=True, capture_output=True)
+    subprocess.run(["docker", "stop", tracker.container_name], check=True, capture_output=True)
 
     done = run_cli(config, "backup", "--force")
 

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from tests.integration.conftest import (
 sys.path.insert(0, str(REPO / "tests/testbed"))
 from standin_tracker import expected_state, read_state  # noqa: E402
 
-THROWAWAY_LABEL = "label=org.torrust-maint.throwaway"
-
-
-def throwaway_containers() -> list[str]:
-    out = subprocess.run(["docker", "ps", "--all", "--quiet", "--filter", THROWAWAY_LABEL],
+def throwaway_containers(tracker) -> list[str]:
+    """Throwaway containers made for this deployment's backup directory."""
+    directory = tracker.compose_dir / "storage/backup"
+    out = subprocess.run(["docker", "ps", "--all", "--quiet", "--filter",
+                          "label=org.torrust-maint.throwaway", "--filter",
+                          f"label=org.torrust-maint.backup-directory={directory}"],
                          capture_output=True, text=True, check=True).stdout
     return out.split()
 
@@ -63,7 +65,7 @@ def test_every_backup_is_verified_and_verify_records_the_outcome(make_stack, dri
     config = write_config(tracker)
     made = backup(config)
     assert made["verification"]["outcome"] == "passed"  # verified right after the backup
-    assert throwaway_containers() == []
+    assert throwaway_containers(tracker) == []
 
     done = run_cli(config, "verify", "latest")
 
@@ -72,7 +74,7 @@ def test_every_backup_is_verified_and_verify_records_the_outcome(make_stack, dri
     [again] = list_sets(config)
     assert again["verification"]["outcome"] == "passed"
     assert again["verification"]["verified_at"] > made["verification"]["verified_at"]
-    assert throwaway_containers() == []
+    assert throwaway_containers(tracker) == []
 
 
 def corrupt_flip(path: Path) -> None:
@@ -146,11 +148,26 @@ def test_mysql_verify_catches_a_checksum_mismatch_and_removes_its_container(make
     manifest["database"]["table_checksums"]["whitelist"] ^= 1
     manifest_path.write_text(json.dumps(manifest))
 
-    done = run_cli(config, "verify", made["id"])
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.update(throwaway_containers(tracker))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        done = run_cli(config, "verify", made["id"])
+    finally:
+        stop.set()
+        watcher.join()
 
     assert done.returncode == 1
     assert "checksums differ for table(s) whitelist" in done.stdout
-    assert throwaway_containers() == []
+    assert seen, "the verification must have run in a throwaway container"
+    assert throwaway_containers(tracker) == []  # removed, also on failure
 
 
 def test_retention_keeps_the_last_verified_set_when_newer_ones_fail(make_stack):

@@ -121,9 +121,16 @@ def env_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def compose(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def compose(directory: Path, *args: str, check: bool = True,
+            project: str | None = None) -> subprocess.CompletedProcess:
+    """`docker compose` in a deployment directory. Every deployer-shaped directory is named
+    `torrust`, so each stack gets its own project name: otherwise one stack's `up` or `down`
+    would take the others' containers for its own (discovery itself goes by working_dir)."""
+    env = dict(os.environ)
+    if project:
+        env["COMPOSE_PROJECT_NAME"] = project
     return subprocess.run(["docker", "compose", *args], cwd=directory, check=check,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -141,6 +148,7 @@ class TrackerStack:
         self.driver = driver
         self.user = user  # "uid:gid" to run the tracker as, like the real image's torrust user
         self.mysql_container_name = f"{container_name}-mysql"
+        self.project = re.sub(r"[^a-z0-9_-]", "-", container_name.lower())
         self.settings = {
             "STANDIN_JOURNAL_MODE": journal_mode,
             "STANDIN_WAL_AUTOCHECKPOINT": str(wal_autocheckpoint),
@@ -199,13 +207,15 @@ class TrackerStack:
             "apiVersion: 1\n")
 
     def up(self, timeout: float = 60) -> None:
-        compose(self.compose_dir, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)))
+        compose(self.compose_dir, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)),
+                project=self.project)
 
     def down(self) -> None:
         if not (self.compose_dir / "docker-compose.yml").exists():
             docker("rm", "--force", self.container_name, self.mysql_container_name, check=False)
             return
-        compose(self.compose_dir, "down", "--volumes", "--timeout", "1", check=False)
+        compose(self.compose_dir, "down", "--volumes", "--timeout", "1", check=False,
+                project=self.project)
 
     def state(self) -> dict:
         out = docker("container", "inspect", self.container_name).stdout

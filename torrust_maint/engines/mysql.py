@@ -354,8 +354,10 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
         raise MaintError("the manifest does not name the database image to verify with")
     name = f"torrust-maint-verify-{secrets.token_hex(6)}"
     password = secrets.token_urlsafe(24)
+    owner = str(scratch.parent) if scratch is not None else ""
     docker.run_detached(["--name", name, "--network", "none",
                          "--label", "org.torrust-maint.throwaway=verify",
+                         "--label", f"org.torrust-maint.backup-directory={owner}",
                          "--env", f"MYSQL_DATABASE={VERIFY_DATABASE}", image],
                         secret_env={"MYSQL_ROOT_PASSWORD": password})
     try:
