@@ -25,6 +25,7 @@ from tests.integration.conftest import (
 sys.path.insert(0, str(REPO / "tests/testbed"))
 from standin_tracker import expected_state, read_state  # noqa: E402
 
+
 def throwaway_containers(tracker) -> list[str]:
     """Throwaway containers made for this deployment's backup directory."""
     directory = tracker.compose_dir / "storage/backup"

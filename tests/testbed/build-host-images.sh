@@ -50,7 +50,6 @@ build_host() {
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | docker import \
         --change "LABEL $LABEL=$hash" \
-        --change 'STOPSIGNAL SIGRTMIN+3' \
         --change 'ENV container=docker' \
         --change 'CMD ["/lib/systemd/systemd"]' \
         - "$image" >/dev/null
