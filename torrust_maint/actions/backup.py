@@ -172,6 +172,10 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
     if deployment.driver == "mysql":
         echo("would open the consistent snapshot (START TRANSACTION WITH CONSISTENT SNAPSHOT; "
              "the dump starts its single transaction)")
+    elif sqlite_engine.is_wal_database(deployment.database.host_path):
+        echo("would snapshot the WAL-mode database: a reflink where the filesystem can, else "
+             f"an open read transaction on {deployment.database.host_path} (exported after "
+             "the restart)")
     else:
         echo("would snapshot (reflink where the filesystem can, else an in-kernel copy): "
              + ", ".join(f"{p} ({size} bytes)" for p, size in files))
