@@ -3,12 +3,14 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: help testbed test unit integration demo demo-down bench lint clean
+.PHONY: help testbed test unit integration test-system host-images deb lint-deb demo demo-down bench lint clean
 
 help:
 	@echo "make demo        run a real maintenance window against a demo deployment"
 	@echo "make test        provision the test bed (apt, Docker engine, images) and run all tests"
 	@echo "make unit        unit tests only (no Docker needed)"
+	@echo "make deb         build dist/torrust-maint_<version>_all.deb (dpkg-buildpackage) and lintian it"
+	@echo "make test-system install the .deb in Debian 12 and 13 systemd containers, run real windows"
 	@echo "make demo-down   remove the demo deployment"
 	@echo "make lint        ruff (if installed)"
 
@@ -17,7 +19,7 @@ testbed:
 	bash tests/testbed/provision.sh
 	bash tests/testbed/build-images.sh
 
-test: testbed
+test: testbed test-system
 	$(PYTEST) -ra tests/unit tests/integration
 
 unit:
@@ -25,6 +27,32 @@ unit:
 
 integration: testbed
 	$(PYTEST) -ra tests/integration
+
+# The Debian package: dpkg-buildpackage (debian/), results moved to dist/, then lintian
+# (no errors, no warnings). The build's own leftovers are cleaned away afterwards.
+# Debian's tools and interpreter only (not a pyenv python3 that may come first on PATH).
+DEBIAN_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+VERSION = $(shell dpkg-parsechangelog -S Version)
+
+deb:
+	rm -f dist/torrust-maint_*
+	env PATH=$(DEBIAN_PATH) dpkg-buildpackage -us -uc -b
+	mkdir -p dist
+	mv ../torrust-maint_$(VERSION)_all.deb ../torrust-maint_$(VERSION)_*.buildinfo \
+	   ../torrust-maint_$(VERSION)_*.changes dist/
+	env PATH=$(DEBIAN_PATH) debian/rules clean >/dev/null
+	$(MAKE) lint-deb
+
+lint-deb:
+	env PATH=$(DEBIAN_PATH) lintian --fail-on error,warning --info dist/torrust-maint_$(VERSION)_*.changes
+
+# Debian 12 and 13 systemd "host" images (debootstrap, cached by content hash).
+host-images:
+	bash tests/testbed/build-host-images.sh
+
+# The .deb under real systemd in Debian 12 and 13 host containers driving the test bed.
+test-system: testbed host-images deb
+	$(PYTEST) -ra tests/system
 
 demo: testbed
 	$(PYTHON) -m tests.testbed.demo
@@ -40,5 +68,7 @@ lint:
 	ruff check torrust_maint tests
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache .pybuild
+	rm -rf debian/.debhelper debian/torrust-maint debian/files debian/*.substvars \
+	       debian/debhelper-build-stamp debian/*.debhelper.log
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,247 @@
+"""The .deb under real systemd, on Debian 12 and 13, driving a real (stand-in) tracker.
+
+The tests of this module run in order on one host container per release (see conftest.py):
+install, configure, a window via the unit, the timer, SIGKILL mid-window, purge.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from tests.system.conftest import REPO, Host, compose_project, timing
+from tests.testbed import stack as testbed
+from torrust_maint.journal import MESSAGE_IDS
+from torrust_maint.recovery import MARKER_NAME
+
+SERVICE = "torrust-backup.service"
+TIMER = "torrust-backup.timer"
+LOG_FILE = "/var/log/torrust-maint/torrust-maint.log"
+STOP_TIMEOUT = 4  # the stand-in ignores SIGTERM: every docker stop takes this long
+MAX_EXPOSURE = 2.5
+
+
+def exposure(text: str) -> float:
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
+    assert found, text
+    return float(found.group(1))
+
+
+def sets(host: Host) -> list[Path]:
+    return sorted(p for p in host.backup_dir.iterdir()
+                  if p.is_dir() and (p / "manifest.json").exists())
+
+
+def events(host: Host, kind: str, **options) -> list[dict]:
+    return host.journal(f"MESSAGE_ID={MESSAGE_IDS[kind]}", **options)
+
+
+def test_install_starts_and_enables_nothing(host: Host):
+    started = time.monotonic()
+    host.run("apt-get", "update", "-qq")
+    host.run("apt-get", "install", "--yes", "--quiet", "--no-install-recommends",
+             f"/mnt/dist/{host.deb.name}", timeout=600)
+    timing(host.distro, "apt-get update + apt install ./torrust-maint_*.deb (s)",
+           time.monotonic() - started)
+    status = host.run("dpkg-query", "-W", "-f=${Status} ${Version}", "torrust-maint").stdout
+    assert status.startswith("install ok installed"), status
+    # The Docker CLI dependency (docker-cli | docker.io | docker-ce-cli): Debian 13 gets the
+    # CLI alone; Debian 12 has it only in docker.io (its daemon units are masked here).
+    docker_packages = host.run("dpkg-query", "-W", "-f=${db:Status-Abbrev}${Package}\n",
+                               "docker-cli", "docker.io", check=False).stdout
+    installed = {line[3:] for line in docker_packages.splitlines() if line.startswith("ii")}
+    assert installed == ({"docker-cli"} if host.distro == "trixie" else {"docker.io"})
+    assert host.run("docker", "version", "--format", "{{.Server.Version}}").stdout.strip()
+    assert host.run("systemctl", "is-enabled", TIMER, check=False).stdout.strip() == "disabled"
+    assert host.run("systemctl", "is-active", TIMER, check=False).stdout.strip() == "inactive"
+    assert host.run("systemctl", "is-active", SERVICE, check=False).stdout.strip() == "inactive"
+    assert sets(host) == []
+    assert not events(host, "window_started", unit=None)
+    conffiles = host.run("dpkg-query", "-W", "-f=${Conffiles}", "torrust-maint").stdout
+    assert "/etc/torrust-maint/torrust-maint.toml" in conffiles
+    assert "/etc/logrotate.d/torrust-maint" in conffiles
+    host.run("test", "-f", "/usr/share/man/man8/torrust-maint.8.gz")
+
+
+def test_autopkgtest_smoke_and_units(host: Host):
+    smoke = (REPO / "debian/tests/smoke").read_text()
+    host.write("/tmp/smoke", smoke)
+    done = host.run("sh", "/tmp/smoke")
+    assert "smoke: ok" in done.stdout
+    verify = host.run("systemd-analyze", "verify", "--man=no",
+                      f"/lib/systemd/system/{SERVICE}", f"/lib/systemd/system/{TIMER}",
+                      "/lib/systemd/system/torrust-backup-failure@.service")
+    assert verify.stdout.strip() == "" and verify.stderr.strip() == "", verify
+    score = exposure(host.run("systemd-analyze", "security", SERVICE).stdout)
+    timing(host.distro, "systemd-analyze security torrust-backup.service", score)
+    assert score <= MAX_EXPOSURE
+
+
+def test_configure_and_check(host: Host):
+    config = host.stack.config_toml(deployment_extra=f"stop_timeout = {STOP_TIMEOUT}\n")
+    config += f'\n[logging]\nfile = "{LOG_FILE}"\n'
+    host.write("/etc/torrust-maint/torrust-maint.toml", config)
+    # The README's drop-in for a backup directory other than /opt/torrust/storage/backup.
+    host.write(f"/etc/systemd/system/{SERVICE}.d/backup-directory.conf",
+               f"[Service]\nReadWritePaths={host.backup_dir}\n")
+    host.run("systemctl", "daemon-reload")
+    check = host.run("torrust-maint", "check")
+    assert "problem" not in check.stdout.lower(), check.stdout
+
+
+def test_service_runs_a_real_window(host: Host):
+    started = time.monotonic()
+    host.run("systemctl", "start", SERVICE, timeout=300)
+    timing(host.distro, "systemctl start torrust-backup.service (s)", time.monotonic() - started)
+    assert host.show(SERVICE, "Result") == "success"
+    assert host.show(SERVICE, "ExecMainStatus") == "0"
+    [backup_set] = sets(host)
+    manifest = json.loads((backup_set / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["database"]["driver"] == "sqlite3"
+    assert manifest["downtime_seconds"] >= STOP_TIMEOUT
+    host.stack.wait_healthy(timeout=30)
+
+    [committed] = events(host, "backup_committed")
+    assert committed["_SYSTEMD_UNIT"] == SERVICE
+    assert committed["SYSLOG_IDENTIFIER"] == "torrust-maint"
+    assert committed["TORRUST_EVENT"] == "backup_committed"
+    assert committed["BACKUP_ID"] == manifest["id"] == backup_set.name
+    assert committed["DB_DRIVER"] == "sqlite3"
+    assert int(committed["BACKUP_BYTES"]) == sum(a["size"] for a in manifest["artifacts"])
+    assert float(committed["TRACKER_DOWNTIME_SEC"]) == manifest["downtime_seconds"]
+    assert committed["PRIORITY"] == "6"
+    [stopped] = events(host, "tracker_stopped")
+    assert float(stopped["TRACKER_STOP_SEC"]) >= STOP_TIMEOUT
+    [started_again] = events(host, "tracker_started")
+    assert float(started_again["TRACKER_DOWNTIME_SEC"]) == manifest["downtime_seconds"]
+    assert events(host, "window_started")
+    assert not events(host, "unit_failed")
+    timing(host.distro, "tracker downtime under systemd (s)", manifest["downtime_seconds"])
+
+    log = host.run("cat", LOG_FILE).stdout
+    assert f"[backup_committed BACKUP_BYTES={committed['BACKUP_BYTES']}" in log, log
+    assert f"BACKUP_ID={manifest['id']}" in log
+    modes = host.run("stat", "-c", "%a", "/var/log/torrust-maint", LOG_FILE).stdout.split()
+    assert modes == ["750", "640"]  # LogsDirectoryMode=; the file as logrotate creates it
+
+
+def test_timer_is_listed_once_enabled(host: Host):
+    host.run("systemctl", "enable", "--now", TIMER)
+    listing = host.run("systemctl", "list-timers", "--all", "--no-pager").stdout
+    assert TIMER in listing and SERVICE in listing, listing
+    assert host.run("systemctl", "is-enabled", TIMER).stdout.strip() == "enabled"
+    assert host.show(TIMER, "NextElapseUSecRealtime")
+    calendar = host.show(TIMER, "TimersCalendar")
+    assert "OnCalendar=*-*-* 03:00:00" in calendar, calendar
+    host.run("systemctl", "disable", "--now", TIMER)
+
+
+def test_sigkill_mid_window_leaves_the_tracker_running(host: Host):
+    before = len(sets(host))
+    host.run("systemctl", "start", "--no-block", SERVICE)
+    # STATUS= from sd_notify shows the phase; the stand-in ignores SIGTERM, so the
+    # `docker stop` of the window lasts STOP_TIMEOUT seconds: kill the service inside it.
+    status = host.wait_for("STATUS= of the window",
+                           lambda: "stopping tracker" in host.show(SERVICE, "StatusText")
+                           and host.show(SERVICE, "StatusText"), timeout=60, every=0.05)
+    assert host.stack.container_name in status
+    assert (host.backup_dir / MARKER_NAME).exists()
+    status_text = host.run("systemctl", "status", "--no-pager", SERVICE, check=False).stdout
+    assert "Status: \"maintenance window" in status_text, status_text
+    main_pid = host.show(SERVICE, "MainPID")
+    assert main_pid not in ("", "0")
+    host.run("sh", "-c", 'kill -KILL "$1"', "kill", main_pid)  # minbase has no /bin/kill
+    killed = time.monotonic()
+
+    def settled():
+        if host.show(SERVICE, "ActiveState") not in ("failed", "inactive"):
+            return False
+        state = host.stack.state()
+        return state.get("Running") and state.get("Health", {}).get("Status") == "healthy"
+
+    host.wait_for("service settled and tracker healthy", settled, timeout=90, every=0.2)
+    recovered = time.monotonic() - killed
+    timing(host.distro, "SIGKILL -> unit done and tracker healthy again (s)", recovered)
+    assert recovered < STOP_TIMEOUT + 5 + 20, recovered  # stop_timeout + STOP_GRACE + slack
+    assert host.show(SERVICE, "Result") == "signal"
+    assert host.stack.running()
+    assert not (host.backup_dir / MARKER_NAME).exists()
+    assert len(sets(host)) == before  # nothing half-written looks like a set
+    [recovered_event] = events(host, "window_recovered")
+    assert host.stack.container_name in recovered_event["TRACKER_CONTAINERS"]
+    failure = host.wait_for("OnFailure= record",
+                            lambda: events(host, "unit_failed"), timeout=30, every=0.5)
+    assert failure[-1]["SERVICE_RESULT"] == "signal"
+    assert failure[-1]["EXIT_STATUS"] in ("KILL", "9")
+    assert failure[-1]["FAILED_UNIT"] == SERVICE
+    assert failure[-1]["_SYSTEMD_UNIT"] == f"torrust-backup-failure@{SERVICE}.service"
+
+    # Nothing is wedged: the next run takes the lock and commits a set.
+    host.run("systemctl", "start", SERVICE, timeout=300)
+    assert host.show(SERVICE, "Result") == "success"
+    assert len(sets(host)) == before + 1
+
+
+def test_mysql_deployment_under_systemd(host: Host):
+    """The same unit and journal records for a MySQL deployment (the deployer's compose file,
+    mysql:8.4 = Debian's MariaDB here): the dump runs in the database container, the
+    connection goes to its address on the compose network; the password is never logged."""
+    root = host.stack.compose_dir.parents[1] / "mysql"
+    tracker = testbed.TrackerStack(root / "opt/torrust", f"tm-st-{host.distro}-mysql-tracker",
+                                   driver="mysql")
+    project = f"tm-st-{host.distro}-mysql"
+    sqlite_config = host.run("cat", "/etc/torrust-maint/torrust-maint.toml").stdout
+    try:
+        with compose_project(project):
+            tracker.down()
+            tracker.remove_files()
+            tracker.create()
+            tracker.up(timeout=120)
+        backup_dir = tracker.compose_dir / "storage/backup"
+        host.write("/etc/torrust-maint/torrust-maint.toml", tracker.config_toml())
+        host.write(f"/etc/systemd/system/{SERVICE}.d/backup-directory-mysql.conf",
+                   f"[Service]\nReadWritePaths={backup_dir}\n")
+        host.run("systemctl", "daemon-reload")
+        cursor = host.run("journalctl", "--show-cursor", "--lines", "0", "--quiet").stdout
+        after = cursor.strip().rsplit("cursor: ", 1)[-1]
+        started = time.monotonic()
+        host.run("systemctl", "start", SERVICE, timeout=300)
+        timing(host.distro, "systemctl start torrust-backup.service, MySQL (s)",
+               time.monotonic() - started)
+        assert host.show(SERVICE, "Result") == "success"
+        [backup_set] = [p for p in backup_dir.iterdir() if (p / "manifest.json").exists()]
+        manifest = json.loads((backup_set / "manifest.json").read_text())
+        assert manifest["database"]["driver"] == "mysql"
+        committed = [e for e in events(host, "backup_committed")
+                     if e["BACKUP_ID"] == backup_set.name]
+        assert len(committed) == 1
+        assert committed[0]["DB_DRIVER"] == "mysql"
+        assert int(committed[0]["BACKUP_BYTES"]) == sum(a["size"] for a in manifest["artifacts"])
+        assert float(committed[0]["TRACKER_DOWNTIME_SEC"]) == manifest["downtime_seconds"]
+        timing(host.distro, "tracker downtime under systemd, MySQL (s)",
+               manifest["downtime_seconds"])
+        everything = host.run("journalctl", "--no-pager", "--output", "json",
+                              f"--after-cursor={after}").stdout
+        assert testbed.MYSQL_USER_PASSWORD not in everything
+        assert "root-secret-pw" not in everything
+    finally:
+        host.write("/etc/torrust-maint/torrust-maint.toml", sqlite_config)
+        with compose_project(project):
+            tracker.down()
+        tracker.remove_files()
+
+
+def test_purge_removes_config_never_backups(host: Host):
+    kept = sets(host)
+    assert kept
+    host.run("systemctl", "enable", "--now", TIMER)
+    host.run("apt-get", "remove", "--yes", "--quiet", "torrust-maint")
+    assert host.run("systemctl", "is-active", TIMER, check=False).stdout.strip() != "active"
+    host.run("test", "-f", "/etc/torrust-maint/torrust-maint.toml")  # remove keeps the config
+    host.run("apt-get", "purge", "--yes", "--quiet", "torrust-maint")
+    assert host.run("test", "-e", "/etc/torrust-maint", check=False).returncode == 1
+    assert host.run("test", "-e", "/var/log/torrust-maint", check=False).returncode == 1
+    assert sets(host) == kept
+    assert host.stack.running()

@@ -1,0 +1,29 @@
+"""Checks of the shipped files that need the tools, not a host container."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.system.conftest import REPO, timing
+
+MAX_EXPOSURE = 2.5
+
+
+def test_security_exposure_offline():
+    done = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                           str(REPO / "systemd/torrust-backup.service")],
+                          capture_output=True, text=True)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    timing("offline", "systemd-analyze security --offline=true (exposure)", float(found[1]))
+    assert float(found[1]) <= MAX_EXPOSURE
+
+
+def test_logrotate_accepts_the_configuration(tmp_path):
+    done = subprocess.run(["logrotate", "--debug", "--state", str(tmp_path / "state"),
+                           str(REPO / "logrotate/torrust-maint")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr
+    assert "rotating pattern: /var/log/torrust-maint/*.log" in done.stderr

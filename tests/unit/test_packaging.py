@@ -1,0 +1,88 @@
+"""The files the Debian package ships agree with the code: conffile, units, man page."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import tomllib
+from pathlib import Path
+
+from torrust_maint import cli, config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFFILE = REPO / "conf/torrust-maint.toml"
+SYSTEMD = REPO / "systemd"
+
+
+def uncommented(text: str) -> str:
+    """The conffile with every commented-out `#key = value` line turned on."""
+    return re.sub(r"(?m)^#(\w+ = )", r"\1", text)
+
+
+def unit(name: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",))
+    parser.optionxform = str
+    parser.read(SYSTEMD / name)
+    return parser
+
+
+def test_conffile_sets_the_deployers_two_paths_and_nothing_else():
+    parsed = config.load(CONFFILE)
+    assert parsed.deployment.compose_dir == Path("/opt/torrust")
+    assert parsed.backup.directory == Path("/opt/torrust/storage/backup")
+    data = tomllib.loads(CONFFILE.read_text())
+    assert {s: sorted(k) for s, k in data.items() if k} == {
+        "deployment": ["compose_dir"], "backup": ["directory"]}
+
+
+def test_conffile_documents_every_setting_with_its_default():
+    data = tomllib.loads(uncommented(CONFFILE.read_text()))
+    for section, keys in config.SCHEMA.items():
+        assert section in data, f"[{section}] missing from {CONFFILE}"
+        for key in keys:
+            assert key in data[section], f"[{section}] {key} missing from {CONFFILE}"
+    parsed = config.parse(data, CONFFILE)  # every documented value is valid
+    defaults = config.parse({"deployment": {"compose_dir": "/opt/torrust"},
+                             "backup": {"directory": "/opt/torrust/storage/backup"}}, CONFFILE)
+    assert parsed.backup.config_paths == defaults.backup.config_paths
+    assert parsed.retention == defaults.retention
+    assert parsed.deployment.stop_timeout == defaults.deployment.stop_timeout
+    assert parsed.deployment.start_timeout == defaults.deployment.start_timeout
+    assert parsed.deployment.tracker_services == defaults.deployment.tracker_services
+
+
+def test_service_runs_backup_and_always_recovers():
+    service = unit("torrust-backup.service")
+    assert service["Service"]["Type"] == "oneshot"
+    assert service["Service"]["NotifyAccess"] == "main"
+    assert service["Service"]["ExecStart"] == "/usr/bin/torrust-maint backup"
+    assert service["Service"]["ExecStopPost"] == "/usr/bin/torrust-maint recover"
+    assert service["Unit"]["OnFailure"] == "torrust-backup-failure@%n.service"
+    assert service["Service"]["LogsDirectory"] == "torrust-maint"
+    assert "/opt/torrust/storage/backup" in service["Service"]["ReadWritePaths"]
+
+
+def test_failure_unit_reports_the_failed_unit():
+    failure = unit("torrust-backup-failure@.service")
+    assert failure["Service"]["ExecStart"] == "/usr/bin/torrust-maint report-failure %i"
+
+
+def test_timer_is_daily_at_three_and_persistent():
+    timer = unit("torrust-backup.timer")
+    assert timer["Timer"]["OnCalendar"] == "*-*-* 03:00:00"
+    assert timer["Timer"]["Persistent"] == "true"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+def test_logrotate_covers_the_default_log_file():
+    text = (REPO / "logrotate/torrust-maint").read_text()
+    assert "/var/log/torrust-maint/*.log {" in text
+    assert 'file = "/var/log/torrust-maint/torrust-maint.log"' in CONFFILE.read_text()
+
+
+def test_man_page_names_every_subcommand():
+    page = (REPO / "man/torrust-maint.8").read_text().replace("\\-", "-")
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    for name in commands.choices:
+        assert re.search(rf"^\.B(I)? {re.escape(name)}\b", page, re.M), name
