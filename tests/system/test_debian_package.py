@@ -18,6 +18,8 @@ from torrust_maint.recovery import MARKER_NAME
 
 SERVICE = "torrust-backup.service"
 TIMER = "torrust-backup.timer"
+VERIFY_SERVICE = "torrust-verify.service"
+VERIFY_TIMER = "torrust-verify.timer"
 LOG_FILE = "/var/log/torrust-maint/torrust-maint.log"
 STOP_TIMEOUT = 4  # the stand-in ignores SIGTERM: every docker stop takes this long
 MAX_EXPOSURE = 2.5
@@ -72,7 +74,9 @@ def test_autopkgtest_smoke_and_units(host: Host):
     assert "smoke: ok" in done.stdout
     verify = host.run("systemd-analyze", "verify", "--man=no",
                       f"/lib/systemd/system/{SERVICE}", f"/lib/systemd/system/{TIMER}",
-                      "/lib/systemd/system/torrust-backup-failure@.service")
+                      "/lib/systemd/system/torrust-backup-failure@.service",
+                      f"/lib/systemd/system/{VERIFY_SERVICE}",
+                      f"/lib/systemd/system/{VERIFY_TIMER}")
     assert verify.stdout.strip() == "" and verify.stderr.strip() == "", verify
     score = exposure(host.run("systemd-analyze", "security", SERVICE).stdout)
     timing(host.distro, "systemd-analyze security torrust-backup.service", score)
@@ -228,8 +232,74 @@ def test_mysql_deployment_under_systemd(host: Host):
         assert "root-secret-pw" not in everything
     finally:
         host.write("/etc/torrust-maint/torrust-maint.toml", sqlite_config)
+        # A ReadWritePaths= entry that no longer exists would stop the unit from starting.
+        host.run("rm", "-f", f"/etc/systemd/system/{SERVICE}.d/backup-directory-mysql.conf")
+        host.run("systemctl", "daemon-reload")
         with compose_project(project):
             tracker.down()
+        tracker.remove_files()
+
+
+def test_verify_service_and_its_weekly_timer(host: Host):
+    host.write(f"/etc/systemd/system/{VERIFY_SERVICE}.d/backup-directory.conf",
+               f"[Service]\nReadWritePaths={host.backup_dir}\n")
+    host.run("systemctl", "daemon-reload")
+    latest = sets(host)[-1]
+    started = time.monotonic()
+    host.run("systemctl", "start", VERIFY_SERVICE, timeout=300)
+    timing(host.distro, "systemctl start torrust-verify.service (s)", time.monotonic() - started)
+    assert host.show(VERIFY_SERVICE, "Result") == "success"
+    verified = events(host, "set_verified", unit=VERIFY_SERVICE)
+    assert latest.name in {record["BACKUP_ID"] for record in verified}
+    manifest = json.loads((latest / "manifest.json").read_text())
+    assert manifest["verification"]["outcome"] == "passed"
+
+    host.run("systemctl", "enable", "--now", VERIFY_TIMER)
+    listing = host.run("systemctl", "list-timers", "--all", "--no-pager").stdout
+    assert VERIFY_TIMER in listing and VERIFY_SERVICE in listing, listing
+    assert "OnCalendar=Sun *-*-* 05:00:00" in host.show(VERIFY_TIMER, "TimersCalendar")
+    host.run("systemctl", "disable", "--now", VERIFY_TIMER)
+
+
+def test_wal_snapshot_under_the_hardened_unit(host: Host):
+    """A WAL-mode database (like the Torrust demo tracker's) on a filesystem without reflinks
+    is snapshotted by a read transaction on the live file: the unit must be able to open it,
+    and the -wal/-shm it may create must stay the tracker's (uid 1000 here)."""
+    root = host.stack.compose_dir.parents[1] / "wal"
+    tracker = testbed.TrackerStack(root / "opt/torrust", f"tm-st-{host.distro}-wal-tracker",
+                                   journal_mode="wal", user="1000:1000")
+    sqlite_config = host.run("cat", "/etc/torrust-maint/torrust-maint.toml").stdout
+    try:
+        tracker.down()
+        tracker.remove_files()
+        tracker.create()
+        tracker.up(timeout=120)
+        tracker.wait_for_writes(200)
+        backup_dir = tracker.compose_dir / "storage/backup"
+        database_dir = tracker.compose_dir / "storage/tracker/lib"
+        host.write("/etc/torrust-maint/torrust-maint.toml", tracker.config_toml())
+        # The README's drop-in for a deployment outside /opt/torrust.
+        host.write(f"/etc/systemd/system/{SERVICE}.d/deployment-wal.conf",
+                   f"[Service]\nReadWritePaths={backup_dir} {database_dir}\n")
+        host.run("systemctl", "daemon-reload")
+        host.run("systemctl", "start", SERVICE, timeout=300)
+        assert host.show(SERVICE, "Result") == "success"
+        [backup_set] = [p for p in backup_dir.iterdir() if (p / "manifest.json").exists()]
+        manifest = json.loads((backup_set / "manifest.json").read_text())
+        assert manifest["database"]["snapshot_method"] == "wal-read"
+        assert manifest["verification"]["outcome"] == "passed"
+        timing(host.distro, "tracker downtime under systemd, SQLite WAL (s)",
+               manifest["downtime_seconds"])
+        rows = manifest["database"]["tables"]["torrents"]
+        tracker.wait_for_writes(rows + 200)  # the tracker writes on after the window
+        for suffix in ("", "-wal", "-shm"):
+            info = Path(f"{tracker.db_host_path}{suffix}").stat()
+            assert (info.st_uid, info.st_gid) == (1000, 1000), suffix
+    finally:
+        host.write("/etc/torrust-maint/torrust-maint.toml", sqlite_config)
+        host.run("rm", "-f", f"/etc/systemd/system/{SERVICE}.d/deployment-wal.conf")
+        host.run("systemctl", "daemon-reload")
+        tracker.down()
         tracker.remove_files()
 
 

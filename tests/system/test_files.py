@@ -5,18 +5,22 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.system.conftest import REPO, timing
 
 MAX_EXPOSURE = 2.5
 
 
-def test_security_exposure_offline():
+@pytest.mark.parametrize("service", ["torrust-backup.service", "torrust-verify.service"])
+def test_security_exposure_offline(service):
     done = subprocess.run(["systemd-analyze", "security", "--offline=true",
-                           str(REPO / "systemd/torrust-backup.service")],
+                           str(REPO / "systemd" / service)],
                           capture_output=True, text=True)
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
     assert found, done.stdout + done.stderr
-    timing("offline", "systemd-analyze security --offline=true (exposure)", float(found[1]))
+    timing("offline", f"systemd-analyze security --offline=true {service} (exposure)",
+           float(found[1]))
     assert float(found[1]) <= MAX_EXPOSURE
 
 

@@ -60,6 +60,21 @@ def test_service_runs_backup_and_always_recovers():
     assert service["Unit"]["OnFailure"] == "torrust-backup-failure@%n.service"
     assert service["Service"]["LogsDirectory"] == "torrust-maint"
     assert "/opt/torrust/storage/backup" in service["Service"]["ReadWritePaths"]
+    # a WAL-mode snapshot opens the live database: its directory is writable
+    assert "/opt/torrust/storage/tracker/lib" in service["Service"]["ReadWritePaths"]
+
+
+def test_verify_service_and_weekly_timer_are_shipped():
+    service = unit("torrust-verify.service")
+    assert service["Service"]["ExecStart"] == "/usr/bin/torrust-maint verify --scheduled"
+    assert service["Unit"]["OnFailure"] == "torrust-backup-failure@%n.service"
+    assert "ExecStopPost" not in service["Service"]
+    timer = unit("torrust-verify.timer")
+    assert timer["Timer"]["OnCalendar"] == "Sun *-*-* 05:00:00"
+    assert timer["Timer"]["Persistent"] == "true"
+    installed = (REPO / "debian/torrust-maint.install").read_text()
+    for name in ("torrust-verify.service", "torrust-verify.timer"):
+        assert f"systemd/{name} lib/systemd/system/" in installed
 
 
 def test_failure_unit_reports_the_failed_unit():
