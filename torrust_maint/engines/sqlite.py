@@ -295,18 +295,7 @@ def verify(docker, artifact: Path, compression: str, expected: dict, scratch: Pa
     target = scratch / "verify.sqlite3"
     with open_decompressed(artifact, compression) as source, open(target, "wb") as sink:
         copy_stream(source, sink)
-    try:
-        connection = sqlite3.connect(target, isolation_level=None)
-        try:
-            integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
-            counts = row_counts(connection)
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as error:
-        raise MaintError(f"the restored database cannot be read: {error}") from None
-    if integrity != ["ok"]:
-        raise MaintError(f"integrity_check failed: {'; '.join(integrity[:5])}")
-    compare_counts(counts, expected.get("tables", {}))
+    counts = check_file(target, expected, pragma="integrity_check")
     return {"integrity_check": "ok", "tables": counts}
 
 
@@ -355,18 +344,19 @@ def restore(docker, database, artifact: Path, compression: str, expected: dict) 
     return {"tables": check_file(live, expected) or counts}
 
 
-def check_file(path: Path, expected: dict) -> dict[str, int]:
-    """Integrity and row counts of a database file, read without creating -wal/-shm files."""
+def check_file(path: Path, expected: dict, pragma: str = "quick_check") -> dict[str, int]:
+    """Integrity (quick_check or integrity_check) and row counts of a database file compared
+    with the manifest's, read without creating -wal/-shm files."""
     try:
         connection = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
         try:
-            result = [row[0] for row in connection.execute("PRAGMA quick_check")]
+            result = [row[0] for row in connection.execute(f"PRAGMA {pragma}")]
             counts = row_counts(connection)
         finally:
             connection.close()
     except sqlite3.DatabaseError as error:
         raise MaintError(f"{path}: cannot be read: {error}") from None
     if result != ["ok"]:
-        raise MaintError(f"{path}: quick_check failed: {'; '.join(result[:5])}")
+        raise MaintError(f"{path}: {pragma} failed: {'; '.join(result[:5])}")
     compare_counts(counts, expected.get("tables", {}))
     return counts
