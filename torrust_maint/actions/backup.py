@@ -367,11 +367,12 @@ def summary(manifest: dict, path: Path) -> str:
                        for name in ("stop", "snapshot", "start", "wait_healthy") if name in phases)
     rows = ", ".join(f"{t}={n}" for t, n in manifest["database"]["tables"].items())
     downtime_text = f"{downtime:.3f} s ({window})" if downtime is not None else "none (--force)"
+    method = manifest["database"].get("snapshot_method", "consistent transaction + dump")
     return (
         f"backup {manifest['id']} committed: {path}\n"
         f"  tracker downtime: {downtime_text}\n"
         f"  database: {database['uncompressed_size']} bytes -> {database['size']} bytes "
-        f"{database['compression']}\n"
+        f"{database['compression']} (snapshot: {method})\n"
         f"  rows: {rows}\n"
         f"  total: {phases['total']:.3f} s"
     )
