@@ -8,7 +8,7 @@ import shutil
 import socket
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,17 +40,13 @@ class Phases:
     clock: Callable[[], float] = time.monotonic
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def timed(self, name: str):
-        phases = self
-
-        class _Timer:
-            def __enter__(self):
-                self.start = phases.clock()
-
-            def __exit__(self, *exc):
-                phases.seconds[name] = round(phases.clock() - self.start, 6)
-
-        return _Timer()
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.clock() - start, 6)
 
 
 def trackers_to_stop(deployment: Deployment, force: bool) -> list[Container]:
