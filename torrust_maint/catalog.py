@@ -187,7 +187,8 @@ def list_sets(directory: Path) -> list[BackupSet]:
         elif SET_NAME.match(entry.name):
             manifest, problem = read_manifest(entry)
             if manifest is not None and manifest.get("id") != entry.name:
-                manifest, problem = None, f"manifest id {manifest.get('id')!r} does not match"
+                problem = f"manifest id {manifest.get('id')!r} does not match"
+                manifest = None
             sets.append(BackupSet(entry.name, entry, manifest, problem))
     return sorted(sets, key=lambda s: (s.created_at is None, s.created_at or utc_now(), s.id))
 

@@ -44,9 +44,9 @@ def run_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = handle.read().strip() or "unknown"
-            error = LockedError(f"another torrust-maint run (pid {holder}) holds {path}")
-            error.holder_pid = int(holder) if holder.isdigit() else None
-            raise error from None
+            locked = LockedError(f"another torrust-maint run (pid {holder}) holds {path}")
+            locked.holder_pid = int(holder) if holder.isdigit() else None
+            raise locked from None
         previous = handle.read().strip()
         if previous.isdigit() and int(previous) != os.getpid():
             state = "still running, but not holding it" if pid_alive(int(previous)) else "gone"

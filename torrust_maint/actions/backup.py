@@ -92,7 +92,8 @@ def check_free_space(directory: Path, needed: int) -> None:
 
 
 def existing_config_paths(deployment: Deployment, config: Config) -> tuple[list[str], list[str]]:
-    present, missing = [], []
+    present: list[str] = []
+    missing: list[str] = []
     for relative in config.backup.config_paths:
         (present if (deployment.compose_dir / relative).exists() else missing).append(relative)
     return present, missing
