@@ -19,6 +19,7 @@ from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, discover
 from torrust_maint.docker import Container, Docker
+from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import MaintError, SkippedError
@@ -29,7 +30,6 @@ from torrust_maint.window import WindowReport, maintenance_window, signals_raise
 
 log = logging.getLogger(__name__)
 
-ENGINES = {"sqlite3": sqlite_engine, "mysql": mysql_engine}
 CONFIG_STEM = "config.tar"
 
 

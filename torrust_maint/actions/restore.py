@@ -22,8 +22,7 @@ from torrust_maint.compress import open_decompressed
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, discover
 from torrust_maint.docker import Docker
-from torrust_maint.engines import mysql as mysql_engine
-from torrust_maint.engines import sqlite as sqlite_engine
+from torrust_maint.engines import ENGINES
 from torrust_maint.errors import ConfigError, MaintError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
@@ -31,7 +30,6 @@ from torrust_maint.window import WindowReport, signals_raise, wait_until_ready
 
 log = logging.getLogger(__name__)
 
-ENGINES = {"sqlite3": sqlite_engine, "mysql": mysql_engine}
 
 
 def choose(config: Config, set_id: str) -> catalog.BackupSet:

@@ -21,15 +21,13 @@ from torrust_maint import catalog, notify
 from torrust_maint.compress import sha256_of
 from torrust_maint.config import Config
 from torrust_maint.docker import Docker
-from torrust_maint.engines import mysql as mysql_engine
-from torrust_maint.engines import sqlite as sqlite_engine
+from torrust_maint.engines import ENGINES
 from torrust_maint.errors import ConfigError, MaintError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
 
 log = logging.getLogger(__name__)
 
-ENGINES = {"sqlite3": sqlite_engine, "mysql": mysql_engine}
 SCRATCH_PREFIX = ".torrust-maint-verify-"
 
 
