@@ -36,6 +36,7 @@ class DeploymentConfig:
     database_service: str = "mysql"
     stop_timeout: int = 10
     start_timeout: int = 120
+    snapshot_timeout: int = 15
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
         "database_service": (_string, False),
         "stop_timeout": (_int_between(0, 3600), False),
         "start_timeout": (_int_between(1, 3600), False),
+        "snapshot_timeout": (_int_between(1, 600), False),
     },
     "backup": {
         "directory": (_absolute_path, True),

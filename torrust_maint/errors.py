@@ -57,3 +57,12 @@ class Interrupted(MaintError):
 
         self.signum = signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class VerificationFailed(MaintError):
+    """A verdict on the data: the set does not restore to what its manifest records."""
+
+
+class VerificationInconclusive(MaintError):
+    """Verification could not run to a verdict (Docker, disk, a signal): says nothing of
+    the data, so it never marks a set bad and never makes prune delete one."""

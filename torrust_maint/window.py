@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 POLL_SECONDS = 0.05
+_held: list[int] = []  # terminating signals recorded while held back (see signals_held)
+
+
+def pending_signal() -> int | None:
+    """The first terminating signal held back so far, if any: long waits inside the window
+    poll this to give up early (the tracker is started, then the signal is acted on)."""
+    return _held[0] if _held else None
 
 
 @dataclass
