@@ -10,7 +10,7 @@ import traceback
 
 from torrust_maint import __version__, journal, recovery
 from torrust_maint import config as config_module
-from torrust_maint.actions import backup, check, listing, prune, restore, verify
+from torrust_maint.actions import backup, check, listing, prune, restore, status, verify
 from torrust_maint.docker import Docker
 from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, ConfigError, MaintError
 from torrust_maint.journal import event
@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     run_prune.add_argument("--dry-run", action="store_true", help="say what would be deleted")
 
     commands.add_parser("check", help="validate configuration and deployment")
+
+    run_status = commands.add_parser(
+        "status", help="the backups at a glance; exit 1 if the newest set failed verification "
+                       "or a window is open (for monitoring)",
+        description="Show the backup directory, its free space, the newest set and the newest "
+                    "verified set, sets that failed verification, unfinished sets, an open "
+                    "window and the lock holder. Exit 0, or 1 when the newest set FAILED "
+                    "verification or a maintenance window marker is open (the tracker may be "
+                    "stopped), so that a monitoring check can run it as it is.")
+    run_status.add_argument("--json", action="store_true", help="machine-readable output")
 
     run_verify = commands.add_parser(
         "verify", help="check checksums and restore sets somewhere throwaway to prove them")
@@ -81,6 +91,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return listing.run(config, as_json=args.json)
     if args.command == "prune":
         return prune.run(config, dry_run=args.dry_run)
+    if args.command == "status":
+        return status.run(config, as_json=args.json)
     docker = Docker(dry_run=getattr(args, "dry_run", False))
     if args.command == "check":
         return check.run(config, docker)
@@ -101,8 +113,7 @@ def recover_command(config, docker: Docker, guardian: bool) -> int:
     directory, timeout = config.backup.directory, config.deployment.start_timeout
     if guardian:
         return recovery.guard(directory, docker, timeout)
-    if not recovery.recover(directory, docker, timeout):
-        print("no interrupted window: nothing to do")
+    recovery.recover(directory, docker, timeout)  # says what it did, or who holds the lock
     return 0
 
 
@@ -121,8 +132,18 @@ def report_failure(unit: str, environ: dict[str, str]) -> int:
     return 0
 
 
+def escape_unencodable_output() -> None:
+    """Names on disk may hold bytes that are not UTF-8: print them escaped, never crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors become `torrust-maint: error:` lines and an exit code."""
     args = build_parser().parse_args(argv)
+    escape_unencodable_output()
     journal.setup(-1 if args.quiet else args.verbose)
     try:
         return dispatch(args)

@@ -65,6 +65,7 @@ class Container:
     env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets: DSN, MYSQL_PASSWORD
     image: str = ""
     networks: dict[str, str] = field(default_factory=dict)  # network name -> IP address
+    finished_at: str = ""  # State.FinishedAt: when it last stopped (RFC 3339, nanoseconds)
 
     @property
     def ready(self) -> bool:
@@ -98,6 +99,7 @@ class Container:
             networks={name: net.get("IPAddress", "")
                       for name, net in ((data.get("NetworkSettings") or {}).get("Networks")
                                         or {}).items() if net and net.get("IPAddress")},
+            finished_at=str(state.get("FinishedAt") or ""),
         )
 
 
@@ -137,6 +139,21 @@ class Docker:
         out = self._run(["container", "inspect", *ids])
         try:
             return [Container.from_inspect(item) for item in json.loads(out)]
+        except (ValueError, KeyError, TypeError) as error:
+            raise DockerError(f"docker container inspect: unexpected output: {error}") from None
+
+    def inspect_existing(self, ids: list[str]) -> list[Container]:
+        """Inspect containers by id or name, leaving out those that no longer exist (a
+        recreate or `docker compose down` removed them)."""
+        if not ids:
+            return []
+        args = ["container", "inspect", *ids]
+        result = self.runner([self.binary, *args], timeout=120)
+        if result.returncode != 0 and b"No such" not in result.stderr:
+            message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
+            raise DockerError(f"docker container inspect failed: {message}")
+        try:
+            return [Container.from_inspect(item) for item in json.loads(result.stdout or b"[]")]
         except (ValueError, KeyError, TypeError) as error:
             raise DockerError(f"docker container inspect: unexpected output: {error}") from None
 

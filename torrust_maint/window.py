@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,14 +59,21 @@ class WindowReport:
         return {name: value for name, value in found.items() if value is not None}
 
 
+def _on_signal(signum: int, _frame) -> None:
+    """Record a terminating signal while signals are held, else raise Interrupted."""
+    if _hold_depth:
+        _held.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+_hold_depth = 0
+
+
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """Turn SIGTERM, SIGINT and SIGHUP into Interrupted so that `finally` blocks run."""
-
-    def handler(signum, _frame):
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in TERMINATING_SIGNALS}
+    previous = {sig: signal.signal(sig, _on_signal) for sig in TERMINATING_SIGNALS}
     try:
         yield
     finally:
@@ -74,27 +82,87 @@ def signals_raise() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold back terminating signals (they are delivered afterwards) while the tracker starts."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINATING_SIGNALS)
+def signals_held() -> Iterator[None]:
+    """Record terminating signals instead of acting on them, and act on the first one after
+    the block: the window's stop, snapshot and start are never cut short.
+
+    Blocking signals (pthread_sigmask) is not enough: the kernel then delivers them to another
+    thread (a MySQL stderr reader, zstd workers) and Python still runs the handler in the main
+    thread. Here the handler itself only records.
+    """
+    global _hold_depth
+    ours = all(signal.getsignal(sig) is _on_signal for sig in TERMINATING_SIGNALS)
+    previous = {} if ours else {sig: signal.signal(sig, _on_signal)
+                                for sig in TERMINATING_SIGNALS}
+    _hold_depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _hold_depth -= 1
+        signum = _held[0] if _hold_depth == 0 and _held else None
+        if _hold_depth == 0:
+            _held.clear()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if signum is not None:
+            _act_on_held(signum, bool(previous))
 
 
-def wait_until_ready(docker: Docker, ids: list[str], timeout: float, report: WindowReport,
+def _act_on_held(signum: int, redeliver: bool) -> None:
+    """Act on a signal that was held back: raise Interrupted, unless an error is already on
+    its way out (it ends the run anyway, and its exit code says more)."""
+    name = signal.Signals(signum).name
+    in_flight = sys.exc_info()[1]
+    if in_flight is not None:
+        log.warning("%s arrived during the window; the run ends with its error instead", name)
+        return
+    log.warning("%s arrived during the window; acting on it now that the tracker runs", name)
+    if redeliver:
+        signal.raise_signal(signum)
+    else:
+        raise Interrupted(signum)
+
+
+def resolve_targets(docker: Docker, targets: list[Container]) -> tuple[list[Container],
+                                                                       list[Container]]:
+    """The containers that stand for `targets` now, and the targets nothing stands for.
+
+    A container stands for itself while its id exists; once a recreate has replaced it, the
+    containers of the same compose project and service stand for it.
+    """
+    found = {c.id: c for c in docker.inspect_existing([t.id for t in targets])}
+    current = [found[t.id] for t in targets if t.id in found]
+    gone = [t for t in targets if t.id not in found]
+    missing: list[Container] = []
+    for working_dir in sorted({t.working_dir for t in gone if t.working_dir and t.service}):
+        project = docker.compose_containers(working_dir)
+        for target in (t for t in gone if t.working_dir == working_dir):
+            stand_ins = [c for c in project if c.service == target.service
+                         and c.project == target.project and c not in current]
+            current.extend(stand_ins)
+            if not stand_ins:
+                missing.append(target)
+    missing.extend(t for t in gone if not (t.working_dir and t.service))
+    return current, missing
+
+
+def wait_until_ready(docker: Docker, targets: list[Container], timeout: float,
+                     report: WindowReport,
                      sleep: Callable[[float], None] = time.sleep) -> list[Container]:
-    """Start the containers until all run (and are healthy where they have a healthcheck)."""
+    """Start the targets (or their compose service's containers, where a recreate replaced
+    them) until all run, and are healthy where they have a healthcheck."""
     deadline = report.clock() + timeout
     last_error = ""
     while True:
         try:
-            containers = docker.inspect(ids)
+            containers, missing = resolve_targets(docker, targets)
+            if missing:
+                raise DockerError("no container of service(s) "
+                                  + ", ".join(f"{t.service or '?'} ({t.name})" for t in missing))
             stopped = [c.id for c in containers if not c.running]
             if stopped:
                 docker.start(stopped)
-                containers = docker.inspect(ids)
+                containers = docker.inspect([c.id for c in containers])
             if all(c.running for c in containers) and "running" not in report.marks:
                 report.mark("running")
             if all(c.ready for c in containers):
@@ -122,30 +190,29 @@ def maintenance_window(docker: Docker, trackers: list[Container], stop_timeout: 
     names = ", ".join(c.name for c in trackers)
     event("window_started", "stopping tracker (%s)", names, TRACKER_CONTAINERS=names)
     notify.status(f"maintenance window: stopping tracker ({names})")
-    report.mark("stop_requested")
-    try:
-        with signals_deferred():  # an interrupted `docker stop` would race with our start
+    with signals_held():  # stop, snapshot and start are never cut short by a signal
+        report.mark("stop_requested")
+        try:
             docker.stop(ids, stop_timeout)
-        if not docker.dry_run:
-            still_running = [c.name for c in docker.inspect(ids) if c.running]
-            if still_running:
-                raise DockerError("tracker still running after docker stop: "
-                                  + ", ".join(still_running))
-        report.mark("stopped")
-        stop_seconds = report.between("stop_requested", "stopped")
-        event("tracker_stopped", "tracker stopped after %.3f s", stop_seconds,
-              TRACKER_CONTAINERS=names, TRACKER_STOP_SEC=stop_seconds)
-        notify.status("maintenance window: snapshot")
-        yield report
-    finally:
-        with signals_deferred():
+            if not docker.dry_run:
+                still_running = [c.name for c in docker.inspect_existing(ids) if c.running]
+                if still_running:
+                    raise DockerError("tracker still running after docker stop: "
+                                      + ", ".join(still_running))
+            report.mark("stopped")
+            stop_seconds = report.between("stop_requested", "stopped")
+            event("tracker_stopped", "tracker stopped after %.3f s", stop_seconds,
+                  TRACKER_CONTAINERS=names, TRACKER_STOP_SEC=stop_seconds)
+            notify.status("maintenance window: snapshot")
+            yield report
+        finally:
             report.mark("start_requested")
             log.info("starting tracker (%s)", names)
             notify.status(f"maintenance window: starting tracker ({names})")
             if docker.dry_run:
                 docker.start(ids)
             else:
-                wait_until_ready(docker, ids, start_timeout, report, sleep)
+                wait_until_ready(docker, trackers, start_timeout, report, sleep)
                 event("tracker_started", "tracker running again; downtime %.3f s",
                       report.downtime, TRACKER_CONTAINERS=names,
                       TRACKER_DOWNTIME_SEC=report.downtime,

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from tests.system.conftest import REPO, Host, compose_project, timing
+from tests.system.conftest import REPO, Host, compose_project, run, timing
 from tests.testbed import stack as testbed
 from torrust_maint.journal import MESSAGE_IDS
 from torrust_maint.recovery import MARKER_NAME
@@ -20,6 +20,7 @@ SERVICE = "torrust-backup.service"
 TIMER = "torrust-backup.timer"
 VERIFY_SERVICE = "torrust-verify.service"
 VERIFY_TIMER = "torrust-verify.timer"
+RECOVER_SERVICE = "torrust-recover.service"
 LOG_FILE = "/var/log/torrust-maint/torrust-maint.log"
 STOP_TIMEOUT = 4  # the stand-in ignores SIGTERM: every docker stop takes this long
 MAX_EXPOSURE = 2.5
@@ -183,6 +184,43 @@ def test_sigkill_mid_window_leaves_the_tracker_running(host: Host):
     assert failure[-1]["_SYSTEMD_UNIT"] == f"torrust-backup-failure@{SERVICE}.service"
 
     # Nothing is wedged: the next run takes the lock and commits a set.
+    host.run("systemctl", "start", SERVICE, timeout=300)
+    assert host.show(SERVICE, "Result") == "success"
+    assert len(sets(host)) == before + 1
+
+
+def test_power_loss_mid_window_is_recovered_at_boot(host: Host):
+    """A reboot mid-window: the guardian and ExecStopPost= die with the host, the marker
+    survives on disk, and torrust-recover.service (enabled on installation) starts the
+    tracker at boot, not at the next 03:00 run."""
+    assert host.run("systemctl", "is-enabled", RECOVER_SERVICE).stdout.strip() == "enabled"
+    host.run("systemctl", "start", "--no-block", SERVICE)
+    host.wait_for("the window's docker stop",
+                  lambda: "stopping tracker" in host.show(SERVICE, "StatusText"),
+                  timeout=60, every=0.05)
+    assert (host.backup_dir / MARKER_NAME).exists()
+    run(["docker", "kill", host.name])  # power loss: systemd and every process go at once
+    lost = time.monotonic()
+    host.wait_for("the tracker stopped by the window's docker stop",
+                  lambda: not host.stack.running(), timeout=STOP_TIMEOUT + 30, every=0.2)
+    run(["docker", "start", host.name])
+    host.wait_for("systemctl is-system-running after the reboot",
+                  lambda: host.run("systemctl", "is-system-running", check=False)
+                  .stdout.strip() in ("running", "degraded"), timeout=90, every=0.5)
+
+    def healthy():
+        state = host.stack.state()
+        return state.get("Running") and state.get("Health", {}).get("Status") == "healthy"
+
+    host.wait_for("tracker healthy after the boot", healthy, timeout=90, every=0.2)
+    timing(host.distro, "power loss mid-window -> tracker healthy after boot (s)",
+           time.monotonic() - lost)
+    assert not (host.backup_dir / MARKER_NAME).exists()
+    assert host.show(RECOVER_SERVICE, "Result") == "success"
+    recovered = events(host, "window_recovered", unit=RECOVER_SERVICE)
+    assert recovered and host.stack.container_name in recovered[-1]["TRACKER_CONTAINERS"]
+    # Nothing is wedged: the next run takes the lock and commits a set.
+    before = len(sets(host))
     host.run("systemctl", "start", SERVICE, timeout=300)
     assert host.show(SERVICE, "Result") == "success"
     assert len(sets(host)) == before + 1

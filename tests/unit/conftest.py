@@ -43,6 +43,7 @@ class FakeDockerCli:
         self._healthy_after: dict[str, int] = {}
         self._countdown: dict[str, int] = {}
         self.exec_results: dict[tuple[str, ...], CommandResult] = {}
+        self.recreated = 0
 
     # -- set-up ------------------------------------------------------------------------
     def add(self, name: str, *, working_dir: str, service: str | None = "tracker",
@@ -86,6 +87,23 @@ class FakeDockerCli:
         """The next `times` calls of verb exit 1; with apply, their effect happens anyway."""
         self.failures.setdefault(verb, []).extend([(stderr, apply)] * times)
 
+    def recreate(self, cid: str, *, running: bool = True) -> str:
+        """What `docker compose up --force-recreate` does: the same service, a new id."""
+        old = self.containers.pop(cid)
+        self.recreated += 1
+        new_id = f"{len(self.containers) + 1000 + self.recreated:064x}"
+        self.containers[new_id] = json.loads(json.dumps(old))
+        self.containers[new_id]["Id"] = new_id
+        self.set_running(new_id, running)
+        return new_id
+
+    @staticmethod
+    def now() -> str:
+        """Docker's timestamps: RFC 3339 with nanoseconds."""
+        import datetime as dt
+
+        return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+
     # -- inspection helpers for the tests ------------------------------------------------
     def running(self, container_id: str) -> bool:
         return self.containers[container_id]["State"]["Running"]
@@ -122,12 +140,14 @@ class FakeDockerCli:
         if verb == "inspect":
             ids = args[2:]
             unknown = [i for i in ids if i not in self.containers]
-            if unknown:
-                return CommandResult(1, b"[]\n", f"Error: No such container: {unknown[0]}\n"
-                                     .encode())
-            for cid in ids:
+            known = [i for i in ids if i in self.containers]
+            for cid in known:
                 self._tick_health(cid)
-            return CommandResult(0, json.dumps([self.containers[i] for i in ids]).encode(), b"")
+            found = json.dumps([self.containers[i] for i in known]).encode()
+            if unknown:  # as docker does: the others on stdout, exit 1
+                return CommandResult(1, found, f"Error: No such container: {unknown[0]}\n"
+                                     .encode())
+            return CommandResult(0, found, b"")
         if verb == "stop":
             assert args[1] == "-t" and args[2].isdigit(), args
             for cid in args[3:]:
@@ -152,6 +172,8 @@ class FakeDockerCli:
         state = self.containers[cid]["State"]
         state["Running"] = running
         state["Status"] = "running" if running else "exited"
+        if not running:
+            state["FinishedAt"] = self.now()
         if "Health" in state:
             state["Health"]["Status"] = "starting" if running else "unhealthy"
             self._countdown[cid] = self._healthy_after[cid]

@@ -223,7 +223,9 @@ def test_backup_when_the_tracker_is_stopped_exits_3(tmp_path, capsys, stack, fak
     code, _, err = run(capsys, "--config", str(config), "backup")
     assert code == 3
     assert "the tracker is not running: compose-tracker-1 (exited)" in error_lines(err)[0]
-    assert not (tmp_path / "backups").exists()
+    # the run lock lives in the backup directory; nothing else was written
+    assert [p.name for p in (tmp_path / "backups").iterdir()] == [".torrust-maint.lock"]
+    assert fake_cli_docker.calls_to("stop") == []
 
 
 def test_backup_dry_run_changes_nothing(tmp_path, capsys, stack, fake_cli_docker):
@@ -303,3 +305,39 @@ def test_restore_refuses_a_set_whose_checksums_fail(tmp_path, capsys):
     [line] = error_lines(err)
     assert line.startswith("refusing to restore a damaged set: ")
     assert "does not match the manifest's None" in line
+
+
+def test_backup_during_another_runs_window_exits_5_not_3(tmp_path, capsys, stack,
+                                                         fake_cli_docker):
+    """Defect: a run started while another run's window had the tracker stopped judged the
+    tracker first and exited 3 ("tracker not running"); the lock comes first."""
+    from torrust_maint.lock import run_lock
+
+    stack.add_tracker(running=False)  # stopped by the other run's window
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    config = write_config(tmp_path, stack.compose_dir, backups)
+    with run_lock(backups):
+        code, _, err = run(capsys, "--config", str(config), "backup")
+    assert code == 5
+    assert "holds" in error_lines(err)[0]
+    assert fake_cli_docker.calls_to("stop") == []
+
+
+def test_backup_recovers_a_stale_marker_of_a_recreated_tracker(tmp_path, capsys, stack,
+                                                               fake_cli_docker):
+    """Defect: a marker naming ids that a recreate replaced made every later run wait
+    start_timeout and exit 4 although the tracker was healthy."""
+    from torrust_maint import recovery
+
+    old_id = stack.add_tracker()
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    fake_cli_docker.set_running(old_id, False)
+    recovery.write_marker(backups, Docker(runner=fake_cli_docker).inspect([old_id]), 0)
+    fake_cli_docker.recreate(old_id, running=True)
+    config = write_config(tmp_path, stack.compose_dir, backups)
+    code, out, err = run(capsys, "--config", str(config), "backup")
+    assert code == 0, err
+    assert recovery.WindowMarker.read(backups) is None
+    assert "committed" in out

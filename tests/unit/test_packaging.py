@@ -101,3 +101,26 @@ def test_man_page_names_every_subcommand():
     commands = next(a for a in parser._actions if a.dest == "command")
     for name in commands.choices:
         assert re.search(rf"^\.B(I)? {re.escape(name)}\b", page, re.M), name
+
+
+def test_boot_time_recovery_unit_is_enabled_and_runs_recover():
+    """A power loss mid-window is recovered at boot, not at the next scheduled run."""
+    service = unit("torrust-recover.service")
+    assert service["Service"]["Type"] == "oneshot"
+    assert service["Service"]["ExecStart"] == "/usr/bin/torrust-maint recover"
+    assert service["Install"]["WantedBy"] == "multi-user.target"
+    assert "docker.service" in service["Unit"]["After"]
+    rules = (REPO / "debian/rules").read_text()
+    assert "dh_installsystemd --no-start torrust-recover.service" in rules
+    installed = (REPO / "debian/torrust-maint.install").read_text()
+    shipped = sorted(p.name for p in SYSTEMD.iterdir() if p.suffix in (".service", ".timer"))
+    for name in shipped:
+        assert f"systemd/{name} " in installed, name
+        assert name in rules, f"{name} is not given to dh_installsystemd"
+
+
+def test_prerm_stops_every_timer_on_removal():
+    prerm = (REPO / "debian/prerm").read_text()
+    stop_line = next(line for line in prerm.splitlines() if "deb-systemd-invoke stop" in line)
+    for timer in sorted(p.name for p in SYSTEMD.glob("*.timer")):
+        assert timer in stop_line, f"prerm does not stop {timer}"

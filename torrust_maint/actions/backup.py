@@ -22,11 +22,11 @@ from torrust_maint.docker import Container, Docker
 from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
-from torrust_maint.errors import MaintError, SkippedError
+from torrust_maint.errors import Interrupted, MaintError, SkippedError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
 from torrust_maint.recovery import WindowGuard, WindowMarker, recover
-from torrust_maint.window import WindowReport, maintenance_window, signals_raise
+from torrust_maint.window import WindowReport, maintenance_window, pending_signal, signals_raise
 
 log = logging.getLogger(__name__)
 
@@ -229,31 +229,42 @@ def database_location(deployment: Deployment) -> dict:
 
 def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = False,
         echo: Callable[[str], None] = print) -> int:
-    """Run one backup; return the exit code (errors are raised as MaintError)."""
+    """Run one backup; return the exit code (errors are raised as MaintError).
+
+    The run lock is taken first: while another run's window has the tracker stopped, this run
+    must say "locked" (exit 5), not "tracker not running" (exit 3).
+    """
     phases = Phases()
     started = phases.clock()
     run_started_at = catalog.utc_now()
-    with phases.timed("preflight"):
-        if not dry_run and WindowMarker.read(config.backup.directory):
-            log.warning("an earlier window was interrupted; starting its tracker first")
-            recover(config.backup.directory, docker, config.deployment.start_timeout, echo)
-        deployment = discover(config.deployment, docker)
-        to_stop = trackers_to_stop(deployment, force)
-        files = database_files(deployment.database)
-        total = sum(size for _, size in files)
-        check_free_space(config.backup.directory, total + total // 2)
     if dry_run:
+        deployment, to_stop = preflight(config, docker, force)
         print_plan(config, deployment, to_stop, echo, docker)
         return 0
-
     catalog.ensure_directory(config.backup.directory)
     with run_lock(config.backup.directory), signals_raise():
+        with phases.timed("preflight"):
+            if WindowMarker.read(config.backup.directory):
+                log.warning("an earlier window was interrupted; starting its tracker first")
+                recover(config.backup.directory, docker, config.deployment.start_timeout, echo,
+                        lock_held=True)
+            deployment, to_stop = preflight(config, docker, force)
         set_id = write_set(config, docker, deployment, to_stop, phases, started,
                            run_started_at, echo)
         notify.status("pruning")
         prune_action.apply(config, echo)
         notify.status(f"backup {set_id} committed")
     return 0
+
+
+def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, list[Container]]:
+    """Everything checked before the window: the deployment, the tracker's state, the space."""
+    deployment = discover(config.deployment, docker)
+    to_stop = trackers_to_stop(deployment, force)
+    files = database_files(deployment.database)
+    total = sum(size for _, size in files)
+    check_free_space(config.backup.directory, total + total // 2)
+    return deployment, to_stop
 
 
 def write_set(config: Config, docker: Docker, deployment: Deployment,
@@ -280,9 +291,14 @@ def write_set(config: Config, docker: Docker, deployment: Deployment,
     if config.verify.after_backup:
         committed = next(s for s in catalog.list_sets(config.backup.directory) if s.id == set_id)
         outcome = verify_action.verify_set(committed, docker, config.backup.directory)
-        if not outcome.passed:  # a failed run deletes nothing: no pruning
+        # Either way the run fails, and a failed run deletes nothing: no pruning.
+        if outcome.result == "failed":
             raise MaintError(f"backup {set_id} was written but FAILED verification: "
                              + "; ".join(outcome.problems))
+        if outcome.result == "inconclusive":
+            raise MaintError(f"backup {set_id} was written but could not be verified: "
+                             f"{'; '.join(outcome.problems)}; {verify_action.INCONCLUSIVE_NOTE}"
+                             f" (`torrust-maint verify {set_id}` tries again)")
         echo(f"  verified: restored and checked in {outcome.seconds:.1f} s")
     if deferred:
         raise MaintError(f"{deferred[0]} (the state from before is in set {set_id}: "
@@ -320,13 +336,16 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
         with contextlib.ExitStack() as stack:
             if to_stop:
                 stack.enter_context(WindowGuard(
-                    config.path, config.backup.directory, [c.id for c in to_stop],
-                    [c.name for c in to_stop], config.deployment.stop_timeout))
+                    config.path, config.backup.directory, to_stop,
+                    config.deployment.stop_timeout, report))
                 stack.enter_context(maintenance_window(
                     docker, to_stop, config.deployment.stop_timeout,
                     config.deployment.start_timeout, report))
             else:
                 log.warning("the tracker is not running: snapshot without a window")
+            held = pending_signal()
+            if held is not None:  # asked to stop during `docker stop`: no snapshot, restart
+                raise Interrupted(held)
             created_at = catalog.utc_now()
             snapshot = prepared.open()
             if export_first:

@@ -15,10 +15,10 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog
+from torrust_maint import catalog, safefs
 from torrust_maint.actions import backup as backup_action
 from torrust_maint.actions.verify import artifact_problems
-from torrust_maint.compress import open_decompressed
+from torrust_maint.compress import copy_stream, open_decompressed
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, discover
 from torrust_maint.docker import Docker
@@ -55,30 +55,56 @@ def confirm(backup_set: catalog.BackupSet, deployment: Deployment,
 
 
 def restore_config(backup_set: catalog.BackupSet, compose_dir: Path) -> list[str]:
-    """Extract the set's config archive into compose_dir; only plain relative paths."""
+    """Extract the set's config archive into compose_dir; only plain relative paths.
+
+    The tracker can write parts of compose_dir (storage/tracker/etc): directories are walked
+    without following symlinks, files written and renamed relative to their directory's fd.
+    """
     artifact = next(a for a in backup_set.manifest["artifacts"] if a["name"] == "config")
     restored = []
     with open_decompressed(backup_set.path / artifact["path"], artifact["compression"]) as raw:
         with tarfile.open(fileobj=raw, mode="r|") as tar:
             for member in tar:
-                name = os.path.normpath(member.name)
-                if name.startswith(("/", "..")) or not (member.isfile() or member.isdir()):
-                    raise MaintError(f"config archive member {member.name!r} is not a plain "
-                                     "relative file or directory; refusing")
-                target = compose_dir / name
+                name = _plain_member_name(member)
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
+                    os.close(safefs.open_dir_beneath(compose_dir, name, create=True))
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None
-                temporary = target.with_name(target.name + ".torrust-maint-restore")
-                with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                  member.mode & 0o777), "wb") as sink:
-                    sink.write(source.read())
-                os.replace(temporary, target)
+                _put_config_file(compose_dir, name, source, member.mode & 0o777)
                 restored.append(name)
     return restored
+
+
+def _plain_member_name(member: tarfile.TarInfo) -> str:
+    """The member's normalised relative path; MaintError for anything but a plain file or
+    directory beneath the compose dir."""
+    name = os.path.normpath(member.name)
+    if name.startswith(("/", "..")) or not (member.isfile() or member.isdir()):
+        raise MaintError(f"config archive member {member.name!r} is not a plain "
+                         "relative file or directory; refusing")
+    return name
+
+
+def _put_config_file(compose_dir: Path, name: str, source, mode: int) -> None:
+    """Write compose_dir/name under a new temporary name and rename it into place, both
+    relative to the fd of its directory (walked without symlinks, made where missing)."""
+    directory, filename = os.path.split(name)
+    temporary = filename + ".torrust-maint-restore"
+    dir_fd = safefs.open_dir_beneath(compose_dir, directory, create=True)
+    try:
+        shown = compose_dir / directory / temporary
+        if safefs.check_regular(temporary, dir_fd=dir_fd, shown=shown) is not None:
+            os.unlink(temporary, dir_fd=dir_fd)  # left by a killed restore
+        with open(safefs.create_exclusive(temporary, mode, dir_fd=dir_fd), "wb") as sink:
+            copy_stream(source, sink)
+        try:
+            os.replace(temporary, filename, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            os.unlink(temporary, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
 
 
 def run(config: Config, docker: Docker, set_id: str, *, assume_yes: bool = False,
@@ -124,7 +150,7 @@ def run(config: Config, docker: Docker, set_id: str, *, assume_yes: bool = False
                   level=logging.ERROR, BACKUP_ID=target.id, ERROR=str(error))
             raise
         # Trackers that were not running before (a broken database?) are started too.
-        wait_until_ready(docker, deployment.tracker_ids, config.deployment.start_timeout,
+        wait_until_ready(docker, list(deployment.trackers), config.deployment.start_timeout,
                          WindowReport())
     counts = ", ".join(f"{t}={n}" for t, n in result.get("tables", {}).items())
     event("restore_completed", "restored set %s; safety set %s", target.id, safety_id,
