@@ -30,6 +30,7 @@ MESSAGE_IDS = {
     "window_recovered": "81113a07ce3e4ceeb59e7414686ce7f7",
     "set_verified": "aeb8e0c73e0147fc940237a4d4900527",
     "verify_failed": "889cd5d82bd94a4e998ab597f9e4b410",
+    "verify_inconclusive": "227a7b96dc284981aedfd2d106b69706",
     "restore_started": "1dad29fc440d437283395556b411bf27",
     "restore_completed": "915018e1df3d4ce481f227feedbdd3d2",
     "restore_failed": "706270caf63343eb88c45cda3278bf3d",

@@ -15,24 +15,33 @@ log = logging.getLogger(__name__)
 
 
 def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.BackupSet]]:
-    """Retention over complete sets; with verification on, only verified sets are keepers."""
+    """Retention over the complete sets not failed (unverified ones count like any), keeping
+    the newest passed set too; a failed set goes only once a newer set has passed."""
     sets = {s.id: s for s in catalog.list_sets(config.backup.directory) if s.complete}
-    if not config.verify.after_backup:
-        return retention.decide(list(sets.values()), config.retention), sets
-    verified = [s for s in sets.values() if s.verification == "passed"]
-    chosen = retention.decide(verified, config.retention)
-    newest_verified = max((s.created_at for s in verified if s.created_at), default=None)
-    for backup_set in sets.values():
-        if backup_set.verification == "passed":
-            continue
-        if newest_verified is None or backup_set.created_at is None \
-                or backup_set.created_at > newest_verified:
-            chosen.keep.setdefault(backup_set.id, []).append(
-                f"{backup_set.verification}, newer than any verified set")
-        else:
+    failed = [s for s in sets.values() if s.verification == "failed"]
+    chosen = retention.decide([s for s in sets.values() if s.verification != "failed"],
+                              config.retention)
+    newest_passed = max((s for s in sets.values() if s.verification == "passed"
+                         and s.created_at is not None),
+                        key=lambda s: (s.created_at, s.id), default=None)
+    if newest_passed is not None:
+        chosen.keep.setdefault(newest_passed.id, []).append("newest verified set")
+        if newest_passed.id in chosen.delete:
+            chosen.delete.remove(newest_passed.id)
+    for backup_set in failed:
+        if superseded(backup_set, newest_passed):
             chosen.delete.append(backup_set.id)
+        else:
+            chosen.keep[backup_set.id] = ["failed verification, no newer verified set"]
     chosen.delete.sort(key=lambda set_id: (sets[set_id].created_at, set_id))
     return chosen, sets
+
+
+def superseded(failed: catalog.BackupSet, newest_passed: catalog.BackupSet | None) -> bool:
+    """Whether a set that failed verification has a newer set that passed."""
+    passed_at = newest_passed.created_at if newest_passed is not None else None
+    return passed_at is not None and failed.created_at is not None \
+        and failed.created_at < passed_at
 
 
 def print_decision(config: Config, echo: Callable[[str], None], prefix: str = "") -> None:

@@ -3,46 +3,67 @@
 Each artifact's size and sha256 are checked against the manifest; then the database is
 restored somewhere throwaway (SQLite: a scratch file and ``PRAGMA integrity_check``; MySQL: a
 throwaway container of the deployment's database image) and its per-table row counts (and,
-for MySQL, checksums) compared with the manifest. The outcome is recorded in the manifest.
+for MySQL, checksums) compared with the manifest. A verdict (passed or failed) is recorded in
+the manifest under ``verification``; a check that could not run to one (Docker, disk) is
+inconclusive, recorded under ``verification_attempt`` only; a signal records nothing.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import random
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import zstandard
 
 from torrust_maint import catalog, notify
 from torrust_maint.compress import sha256_of
 from torrust_maint.config import Config
 from torrust_maint.docker import Docker
 from torrust_maint.engines import ENGINES
-from torrust_maint.errors import ConfigError, MaintError
+from torrust_maint.errors import (
+    ConfigError,
+    Interrupted,
+    MaintError,
+    VerificationFailed,
+    VerificationInconclusive,
+)
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
+from torrust_maint.window import signals_raise
 
 log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = ".torrust-maint-verify-"
+# An artifact whose sha256 matches but that does not decompress was written broken: a verdict.
+DECOMPRESSION_ERRORS = (zstandard.ZstdError, gzip.BadGzipFile, zlib.error, EOFError)
+INCONCLUSIVE_NOTE = "this says nothing about the data"
 
 
 @dataclass
 class Outcome:
-    """The result of verifying one set."""
+    """The result of verifying one set: passed or failed (a verdict on the data), or
+    inconclusive (the check could not run to a verdict)."""
 
     set_id: str
-    passed: bool
+    result: str
     seconds: float
     problems: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
 
+    @property
+    def passed(self) -> bool:
+        return self.result == "passed"
+
     def to_json(self) -> dict:
-        return {"id": self.set_id, "outcome": "passed" if self.passed else "failed",
+        return {"id": self.set_id, "outcome": self.result,
                 "duration_seconds": self.seconds, "problems": self.problems, **self.details}
 
 
@@ -71,11 +92,12 @@ def restore_check(backup_set: catalog.BackupSet, docker: Docker, scratch_parent)
     database = manifest.get("database", {})
     engine = ENGINES.get(database.get("driver"))
     if engine is None:
-        raise MaintError(f"unknown database driver {database.get('driver')!r} in the manifest")
+        raise VerificationFailed(
+            f"unknown database driver {database.get('driver')!r} in the manifest")
     artifact = next((a for a in manifest.get("artifacts", []) if a.get("name") == "database"),
                     None)
     if artifact is None:
-        raise MaintError("the manifest lists no database artifact")
+        raise VerificationFailed("the manifest lists no database artifact")
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent)
     try:
         from pathlib import Path
@@ -87,39 +109,76 @@ def restore_check(backup_set: catalog.BackupSet, docker: Docker, scratch_parent)
 
 
 def verify_set(backup_set: catalog.BackupSet, docker: Docker, directory) -> Outcome:
-    """Verify one set and record the outcome in its manifest (caller holds the lock)."""
+    """Verify one set and record the outcome in its manifest (caller holds the lock).
+
+    Interrupted (a signal) propagates and records nothing: it says nothing about the data.
+    """
     started = time.monotonic()
     notify.status(f"verifying {backup_set.id}")
-    problems: list[str] = []
-    details: dict = {}
-    if not backup_set.complete:
-        problems.append(f"{backup_set.path}: not a complete set ({backup_set.problem})")
-    else:
-        problems = artifact_problems(backup_set)
-        if not problems:
-            try:
-                details = restore_check(backup_set, docker, directory)
-            except MaintError as error:
-                problems.append(f"{backup_set.id}: restore check failed: {error}")
-    outcome = Outcome(backup_set.id, not problems, round(time.monotonic() - started, 3),
+    result, problems, details = examine(backup_set, docker, directory)
+    outcome = Outcome(backup_set.id, result, round(time.monotonic() - started, 3),
                       problems, {"checked": sorted(details.get("tables", {}))})
-    if backup_set.complete and backup_set.manifest is not None:
-        manifest = dict(backup_set.manifest)
-        manifest["verification"] = {
-            "verified_at": catalog.rfc3339(catalog.utc_now()),
-            "outcome": "passed" if outcome.passed else "failed",
-            "duration_seconds": outcome.seconds,
-            "problems": problems,
-        }
-        catalog.rewrite_manifest(backup_set, manifest)
-    if outcome.passed:
-        event("set_verified", "set %s verified in %.1f s", backup_set.id, outcome.seconds,
-              BACKUP_ID=backup_set.id, VERIFY_SEC=outcome.seconds)
-    else:
-        event("verify_failed", "set %s FAILED verification: %s", backup_set.id,
-              "; ".join(problems), level=logging.ERROR, BACKUP_ID=backup_set.id,
-              ERROR="; ".join(problems))
+    record(backup_set, outcome)
+    announce(outcome)
     return outcome
+
+
+def examine(backup_set: catalog.BackupSet, docker: Docker,
+            directory) -> tuple[str, list[str], dict]:
+    """(result, problems, details): failed for damaged artifacts and data that does not
+    restore as recorded, inconclusive when the restore check could not run to a verdict."""
+    if not backup_set.complete:
+        return "failed", [f"{backup_set.path}: not a complete set ({backup_set.problem})"], {}
+    problems = artifact_problems(backup_set)
+    if problems:
+        return "failed", problems, {}
+    try:
+        return "passed", [], restore_check(backup_set, docker, directory)
+    except Interrupted:
+        raise
+    except DECOMPRESSION_ERRORS as error:
+        return "failed", [f"{backup_set.id}: the database artifact does not decompress: "
+                          f"{error}"], {}
+    except VerificationFailed as error:
+        return "failed", [f"{backup_set.id}: restore check failed: {error}"], {}
+    except (MaintError, OSError) as error:  # Docker, disk, a database that would not start
+        return "inconclusive", [f"the restore check did not run: {error}"], {}
+
+
+def record(backup_set: catalog.BackupSet, outcome: Outcome) -> None:
+    """A verdict replaces `verification`; an inconclusive run is recorded as
+    `verification_attempt` only, leaving the verdict (or its absence) as it was."""
+    if not backup_set.complete or backup_set.manifest is None:
+        return
+    manifest = dict(backup_set.manifest)
+    now = catalog.rfc3339(catalog.utc_now())
+    if outcome.result == "inconclusive":
+        manifest["verification_attempt"] = {
+            "at": now, "outcome": "inconclusive", "duration_seconds": outcome.seconds,
+            "error": "; ".join(outcome.problems),
+        }
+    else:
+        manifest.pop("verification_attempt", None)
+        manifest["verification"] = {
+            "verified_at": now, "outcome": outcome.result,
+            "duration_seconds": outcome.seconds, "problems": outcome.problems,
+        }
+    catalog.rewrite_manifest(backup_set, manifest)
+
+
+def announce(outcome: Outcome) -> None:
+    """The journal event of an outcome: set_verified, verify_failed or verify_inconclusive."""
+    problems = "; ".join(outcome.problems)
+    if outcome.result == "passed":
+        event("set_verified", "set %s verified in %.1f s", outcome.set_id, outcome.seconds,
+              BACKUP_ID=outcome.set_id, VERIFY_SEC=outcome.seconds)
+    elif outcome.result == "failed":
+        event("verify_failed", "set %s FAILED verification: %s", outcome.set_id, problems,
+              level=logging.ERROR, BACKUP_ID=outcome.set_id, ERROR=problems)
+    else:
+        event("verify_inconclusive", "could not verify set %s: %s; %s", outcome.set_id,
+              problems, INCONCLUSIVE_NOTE, level=logging.WARNING, BACKUP_ID=outcome.set_id,
+              ERROR=problems)
 
 
 def select(sets: list[catalog.BackupSet], target: str | None, every: bool,
@@ -146,23 +205,44 @@ def select(sets: list[catalog.BackupSet], target: str | None, every: bool,
 def run(config: Config, docker: Docker, *, target: str | None = None, every: bool = False,
         scheduled: bool = False, as_json: bool = False,
         echo: Callable[[str], None] = print) -> int:
+    """Verify the chosen sets; exit 0 only when every one passed (errors are raised)."""
     directory = config.backup.directory
-    with run_lock(directory):
+    with run_lock(directory), signals_raise():
         sets = select(catalog.list_sets(directory), target, every, scheduled)
         outcomes = [verify_set(s, docker, directory) for s in sets]
     if as_json:
         echo(json.dumps([o.to_json() for o in outcomes], indent=2))
     else:
-        for outcome in outcomes:
-            if outcome.passed:
-                echo(f"{outcome.set_id}: verified ({outcome.seconds:.1f} s; tables "
-                     f"{', '.join(outcome.details.get('checked', []))})")
-            else:
-                for problem in outcome.problems:
-                    echo(f"{outcome.set_id}: FAILED: {problem}")
-        if not outcomes:
-            echo("no backup sets to verify")
-    failed = [o.set_id for o in outcomes if not o.passed]
-    if failed:
-        raise MaintError(f"verification failed for {', '.join(failed)}")
+        show(outcomes, echo)
+    raise_unless_passed(outcomes)
     return 0
+
+
+def show(outcomes: list[Outcome], echo: Callable[[str], None]) -> None:
+    """One line per passed set, per problem of a failed one, per inconclusive one."""
+    for outcome in outcomes:
+        if outcome.passed:
+            echo(f"{outcome.set_id}: verified ({outcome.seconds:.1f} s; tables "
+                 f"{', '.join(outcome.details.get('checked', []))})")
+        elif outcome.result == "failed":
+            for problem in outcome.problems:
+                echo(f"{outcome.set_id}: FAILED: {problem}")
+        else:
+            echo(f"{outcome.set_id}: could not verify: {'; '.join(outcome.problems)}; "
+                 f"{INCONCLUSIVE_NOTE}")
+    if not outcomes:
+        echo("no backup sets to verify")
+
+
+def raise_unless_passed(outcomes: list[Outcome]) -> None:
+    """VerificationFailed if a set failed, else VerificationInconclusive if one could not be
+    verified (each exits 1)."""
+    failed = [o.set_id for o in outcomes if o.result == "failed"]
+    unknown = [o for o in outcomes if o.result == "inconclusive"]
+    lines = [f"could not verify {o.set_id}: {'; '.join(o.problems)}; {INCONCLUSIVE_NOTE}"
+             for o in unknown]
+    if failed:
+        raise VerificationFailed("\n".join([f"verification failed for {', '.join(failed)}",
+                                            *lines]))
+    if unknown:
+        raise VerificationInconclusive("\n".join(lines))

@@ -1,0 +1,165 @@
+"""prune.decision: retention over the sets not failed, never over a missing verdict."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from torrust_maint import catalog
+from torrust_maint.actions import prune
+from torrust_maint.config import (
+    BackupConfig,
+    Config,
+    DeploymentConfig,
+    RetentionConfig,
+    VerifyConfig,
+)
+
+UTC = dt.UTC
+
+
+def config_for(directory: Path, **retention) -> Config:
+    return Config(path=directory / "torrust-maint.toml",
+                  deployment=DeploymentConfig(compose_dir=directory),
+                  backup=BackupConfig(directory=directory / "backups"),
+                  retention=RetentionConfig(**retention),
+                  verify=VerifyConfig(after_backup=True))
+
+
+def make_set(directory: Path, moment: dt.datetime, verification: str | None = None,
+             attempt: bool = False) -> str:
+    """A complete set created at `moment`; verification is a verdict or None (no verdict)."""
+    directory.mkdir(exist_ok=True)
+    set_id = moment.strftime("%Y%m%dT%H%M%SZ")
+    staged = catalog.StagedSet(directory, set_id)
+    (staged.path / "database.sqlite3.zst").write_bytes(b"x")
+    manifest = {"format": 1, "tool": "torrust-maint", "id": set_id,
+                "created_at": catalog.rfc3339(moment), "complete": True,
+                "artifacts": [{"name": "database", "path": "database.sqlite3.zst", "size": 1}]}
+    if verification:
+        manifest["verification"] = {"outcome": verification, "problems": []}
+    if attempt:
+        manifest["verification_attempt"] = {"at": catalog.rfc3339(moment),
+                                            "outcome": "inconclusive",
+                                            "error": "docker run failed"}
+    staged.commit(manifest)
+    return set_id
+
+
+def day(month: int, number: int) -> dt.datetime:
+    return dt.datetime(2026, month, number, 3, 0, tzinfo=UTC)
+
+
+def remaining(config: Config) -> list[str]:
+    return [s.id for s in catalog.list_sets(config.backup.directory)]
+
+
+def test_turning_verification_on_keeps_the_unverified_history_retention_keeps(tmp_path):
+    # Issue 8: 13 sets written before verification was turned on, then the first verified
+    # one. The defaults (7 last, 7 daily, 4 weekly, 6 monthly) keep 12 of the 13 old sets.
+    config = config_for(tmp_path)
+    directory = config.backup.directory
+    monthly = [make_set(directory, day(month, 1)) for month in range(1, 7)]
+    daily = [make_set(directory, day(6, number)) for number in range(10, 17)]
+    verified = make_set(directory, day(6, 17), "passed")
+
+    chosen, _ = prune.decision(config)
+    deleted = prune.apply(config, lambda line: None)
+
+    # 10 June: not among the 7 newest days, not the newest of its ISO week (14 June is).
+    assert chosen.delete == ["20260610T030000Z"]
+    assert deleted == 1
+    kept = [*monthly, *daily[1:], verified]
+    assert remaining(config) == kept
+    assert "keep_monthly" in chosen.keep["20260101T030000Z"]
+
+
+def test_retention_counts_unverified_sets_like_any_set(tmp_path):
+    config = config_for(tmp_path, keep_last=2, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    oldest = make_set(directory, day(3, 1), "passed")
+    make_set(directory, day(3, 2))
+    make_set(directory, day(3, 3))
+
+    chosen, _ = prune.decision(config)
+
+    # keep_last counts the two unverified sets; the newest passed set is kept besides them.
+    assert chosen.delete == []
+    assert chosen.keep[oldest] == ["newest verified set"]
+    assert chosen.keep["20260303T030000Z"] == ["newest", "keep_last"]
+
+
+def test_an_inconclusive_attempt_counts_like_its_verdict(tmp_path):
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=3)
+    directory = config.backup.directory
+    early_january = make_set(directory, day(1, 10), attempt=True)
+    january = make_set(directory, day(1, 20), attempt=True)
+    february = make_set(directory, day(2, 1), "passed", attempt=True)
+    march = make_set(directory, day(3, 1), "passed")
+
+    chosen, _ = prune.decision(config)
+
+    assert set(chosen.keep) == {january, february, march}
+    assert chosen.keep[january] == ["keep_monthly"]
+    assert chosen.keep[february] == ["keep_monthly"]
+    assert chosen.delete == [early_january]  # by retention, as any set
+
+
+def test_a_failed_set_is_deleted_only_once_a_newer_set_passed(tmp_path):
+    config = config_for(tmp_path, keep_last=5, keep_daily=5, keep_weekly=5, keep_monthly=5)
+    directory = config.backup.directory
+    old_failed = make_set(directory, day(3, 1), "failed")
+    passed = make_set(directory, day(3, 2), "passed")
+    new_failed = make_set(directory, day(3, 3), "failed")
+    unverified = make_set(directory, day(3, 4))
+
+    chosen, _ = prune.decision(config)
+
+    assert chosen.delete == [old_failed]  # a failed set is never a keeper
+    assert chosen.keep[new_failed] == ["failed verification, no newer verified set"]
+    assert set(chosen.keep) == {passed, new_failed, unverified}
+
+
+def test_failed_sets_stay_while_no_set_passed(tmp_path):
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    failed = [make_set(directory, day(3, number), "failed") for number in (1, 2)]
+    newest = make_set(directory, day(3, 3))
+
+    chosen, _ = prune.decision(config)
+
+    assert chosen.delete == []
+    assert set(chosen.keep) == {*failed, newest}
+
+
+@pytest.mark.parametrize("after_backup", [True, False])
+def test_the_newest_passed_set_is_kept_beyond_the_retention_policy(tmp_path, after_backup):
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    config = Config(config.path, config.deployment, config.backup, config.retention,
+                    VerifyConfig(after_backup=after_backup))
+    directory = config.backup.directory
+    older_passed = make_set(directory, day(3, 1), "passed")
+    newest_passed = make_set(directory, day(3, 2), "passed")
+    make_set(directory, day(3, 3))
+    make_set(directory, day(3, 4))
+
+    chosen, _ = prune.decision(config)
+
+    assert chosen.keep[newest_passed] == ["newest verified set"]
+    assert chosen.delete == [older_passed, "20260303T030000Z"]
+
+
+def test_dry_run_gives_the_reasons(tmp_path):
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    failed = make_set(directory, day(3, 1), "failed")
+    newest = make_set(directory, day(3, 2))
+    lines: list[str] = []
+
+    prune.run(config, dry_run=True, echo=lines.append)
+
+    assert f"would keep {failed} (failed verification, no newer verified set)" in lines
+    assert f"would keep {newest} (newest, keep_last)" in lines
+    assert remaining(config) == [failed, newest]

@@ -1,0 +1,198 @@
+"""``torrust-maint status``: the state of the backups at a glance, for people and monitoring.
+
+Reads only: it creates nothing (not even the lock file) and needs no Docker. Exit 1 when the
+newest set FAILED verification or a window marker is open (the tracker may be stopped), so a
+monitoring check can run it as it is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from torrust_maint import catalog
+from torrust_maint.config import Config
+from torrust_maint.errors import EXIT_FAILED, EXIT_OK
+from torrust_maint.lock import LOCK_NAME, pid_alive
+from torrust_maint.recovery import WindowMarker
+
+
+def gather(config: Config) -> dict:
+    """Everything status reports, as JSON-ready data."""
+    directory = config.backup.directory
+    sets = catalog.list_sets(directory)
+    complete = [s for s in sets if s.complete and s.created_at is not None]
+    passed = [s for s in complete if s.verification == "passed"]
+    failing = newest_failed(complete)
+    return {
+        "config": str(config.path),
+        "backup_directory": str(directory),
+        "free_bytes": free_bytes(directory),
+        "complete_sets": len([s for s in sets if s.complete]),
+        "newest": describe(complete[-1]) if complete else None,
+        "newest_passed": describe(passed[-1]) if passed else None,
+        "newest_failed_count": len(failing),
+        "newest_failed": [s.id for s in failing],
+        "unfinished": [str(s.path) for s in sets
+                       if s.path.name.startswith(catalog.STAGING_PREFIX)],
+        "window": window(directory),
+        "lock": lock_holder(directory),
+    }
+
+
+def newest_failed(complete: list[catalog.BackupSet]) -> list[catalog.BackupSet]:
+    """The newest sets, oldest first, that failed verification in a row (none if the newest
+    did not fail)."""
+    streak: list[catalog.BackupSet] = []
+    for backup_set in reversed(complete):
+        if backup_set.verification != "failed":
+            break
+        streak.insert(0, backup_set)
+    return streak
+
+
+def describe(backup_set: catalog.BackupSet) -> dict:
+    """A set's id, creation time, age and verification (with an inconclusive last attempt)."""
+    created_at = backup_set.created_at
+    assert created_at is not None
+    verdict = (backup_set.manifest or {}).get("verification") or {}
+    return {
+        "id": backup_set.id,
+        "created_at": catalog.rfc3339(created_at),
+        "age_seconds": round((catalog.utc_now() - created_at).total_seconds()),
+        "verification": backup_set.verification,
+        "verified_at": verdict.get("verified_at") if isinstance(verdict, dict) else None,
+        "verification_attempt": backup_set.verification_attempt,
+    }
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Free bytes on the backup directory's filesystem; None if it does not exist."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def window(directory: Path) -> dict | None:
+    """The open window marker, if any: when, by which process, which containers."""
+    marker = WindowMarker.read(directory)
+    if marker is None:
+        return None
+    return {"path": str(marker.path), "opened_at": marker.opened_at, "pid": marker.pid,
+            "pid_running": pid_alive(marker.pid),
+            "container_names": list(marker.container_names)}
+
+
+def lock_holder(directory: Path) -> dict:
+    """Whether a run holds the lock, and its pid: a shared flock attempt on a fresh fd."""
+    path = directory / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {"held": False, "pid": None}
+    except OSError as error:
+        return {"held": None, "pid": None, "error": f"cannot open {path}: {error.strerror}"}
+    with open(fd, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read(32).decode("ascii", errors="replace").strip()
+            return {"held": True, "pid": int(text) if text.isdigit() else None}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return {"held": False, "pid": None}
+
+
+def unhealthy(data: dict) -> bool:
+    """Exit 1: the newest set failed verification, or a window is open."""
+    return data["newest_failed_count"] > 0 or data["window"] is not None
+
+
+def age(seconds: int) -> str:
+    """A short human age: 45 s, 12 min, 5 h 3 min, 2 d 4 h."""
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    if hours < 1:
+        return f"{minutes} min"
+    if days < 1:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
+
+
+def verification_text(described: dict) -> str:
+    """passed, failed or unverified, and an inconclusive last attempt after it."""
+    text = described["verification"]
+    if described["verified_at"]:
+        text += f" at {described['verified_at']}"
+    attempt = described["verification_attempt"]
+    if attempt:
+        text += (f"; last attempt {attempt.get('outcome', 'inconclusive')} at "
+                 f"{attempt.get('at')}: {attempt.get('error')}")
+    return text
+
+
+def lines(data: dict) -> list[str]:
+    """The human-readable report."""
+    free = data["free_bytes"]
+    out = [f"config: {data['config']}",
+           f"backup directory: {data['backup_directory']} "
+           + (f"({free / 1e9:.1f} GB free)" if free is not None else "(does not exist)"),
+           f"complete sets: {data['complete_sets']}"]
+    out += set_lines(data)
+    out += [f"unfinished: {path} (an interrupted run's; the next backup or prune removes it)"
+            for path in data["unfinished"]]
+    out.append(window_line(data["window"]))
+    out.append(lock_line(data["lock"]))
+    return out
+
+
+def set_lines(data: dict) -> list[str]:
+    """The newest set, the newest passed set and a warning for failed newest sets."""
+    newest, passed = data["newest"], data["newest_passed"]
+    out = [f"newest set: {newest['id']} ({age(newest['age_seconds'])} old), verification "
+           f"{verification_text(newest)}" if newest else "newest set: none",
+           f"newest verified set: {passed['id']} ({age(passed['age_seconds'])} old)"
+           if passed else "newest verified set: none"]
+    count = data["newest_failed_count"]
+    if count:
+        out.append(f"WARNING: {count} newest set{'s' if count > 1 else ''} FAILED "
+                   f"verification: {', '.join(data['newest_failed'])}")
+    return out
+
+
+def window_line(marker: dict | None) -> str:
+    """The open window, if any, and what to do about it."""
+    if marker is None:
+        return "window: none open"
+    names = ", ".join(marker["container_names"])
+    if marker["pid_running"]:
+        state = f"pid {marker['pid']} is running (a backup or restore in progress?)"
+    else:
+        state = f"pid {marker['pid']} is gone: `torrust-maint recover` starts the tracker"
+    return f"WINDOW OPEN since {marker['opened_at']}, stopped {names}; {state}"
+
+
+def lock_line(lock: dict) -> str:
+    """Who holds the run lock, if anyone."""
+    if lock.get("error"):
+        return f"lock: {lock['error']}"
+    if lock["held"]:
+        return f"lock: held by pid {lock['pid'] if lock['pid'] is not None else 'unknown'}"
+    return "lock: free"
+
+
+def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = print) -> int:
+    """Print the status; exit 1 when the newest set failed verification or a window is open."""
+    data = gather(config)
+    data["ok"] = not unhealthy(data)
+    if as_json:
+        echo(json.dumps(data, indent=2))
+    else:
+        for line in lines(data):
+            echo(line)
+    return EXIT_OK if data["ok"] else EXIT_FAILED
