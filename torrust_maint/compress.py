@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -89,9 +89,10 @@ def compressed_writer(directory: Path, name: str, stem: str, compression: str,
     fd = os.open(directory / filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb") as raw:
         hashing = _HashingFile(raw)
+        inner: Any
         if compression == "zstd":
             compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-            inner = compressor.stream_writer(hashing, closefd=False)
+            inner = compressor.stream_writer(cast(BinaryIO, hashing), closefd=False)
         else:
             inner = gzip.GzipFile(filename="", mode="wb", fileobj=hashing, compresslevel=level,
                                   mtime=0)
@@ -121,7 +122,7 @@ def open_decompressed(path: Path, compression: str) -> BinaryIO:
     if compression == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
     if compression == "gzip":
-        return gzip.open(path, "rb")
+        return cast(BinaryIO, gzip.open(path, "rb"))
     return open(path, "rb")
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torrust_maint.config import DeploymentConfig
-from torrust_maint.docker import Container, Docker
+from torrust_maint.docker import Container, Docker, Mount
 from torrust_maint.errors import ConfigError
 
 ENV_TOML_PATH = "TORRUST_TRACKER_CONFIG_TOML_PATH"
@@ -113,8 +114,8 @@ def read_env_file(compose_dir: Path) -> dict[str, str]:
     return parse_env_file(text, str(path))
 
 
-def host_path_for(container: Container, container_path: str) -> Path | None:
-    """Translate a path inside the container to the host, by its longest covering mount."""
+def covering_mount(container: Container, container_path: str) -> Mount | None:
+    """The container's mount with the longest destination that covers the path, if any."""
     container_path = os.path.normpath(container_path)  # no `..` out of a mount, no `./`
     best = None
     for mount in container.mounts:
@@ -122,9 +123,15 @@ def host_path_for(container: Container, container_path: str) -> Path | None:
         if container_path == dest or container_path.startswith(dest.rstrip("/") + "/"):
             if best is None or len(dest) > len(best.destination.rstrip("/")):
                 best = mount
+    return best
+
+
+def host_path_for(container: Container, container_path: str) -> Path | None:
+    """Translate a path inside the container to the host, by its longest covering mount."""
+    best = covering_mount(container, container_path)
     if best is None:
         return None
-    rest = os.path.relpath(container_path, best.destination)
+    rest = os.path.relpath(os.path.normpath(container_path), best.destination)
     return Path(os.path.normpath(os.path.join(best.source, rest)))
 
 
@@ -300,9 +307,62 @@ def _sqlite_database(settings: DeploymentConfig, trackers: list[Container],
     if len(set(host_paths.values())) > 1:
         raise ConfigError(f"tracker containers disagree on the host path of {container_path}: "
                           + ", ".join(f"{n} -> {p}" for n, p in host_paths.items()))
-    host_path = next(iter(host_paths.values()))
-    assert host_path is not None
-    if not host_path.is_file():
-        raise ConfigError(f"{origin}: the SQLite database {container_path} should be at "
-                          f"{host_path} on the host, but no file is there")
+    for tracker in trackers:
+        _refuse_file_mount(tracker, container_path, origin)
+    host_path = _sqlite_host_file(trackers[0], container_path, origin)
     return SqliteDatabase(container_path=container_path, host_path=host_path)
+
+
+def _refuse_file_mount(container: Container, container_path: str, origin: str) -> None:
+    """A bind mount of the database file itself leaves its -wal/-shm/-journal in the container.
+
+    SQLite creates them beside the file as the tracker sees it: in the container's own layer.
+    A copy would miss committed WAL frames, and a read snapshot would share no -shm with the
+    tracker (and corrupt an export).
+    """
+    mount = covering_mount(container, container_path)
+    if mount is None or os.path.normpath(mount.destination) != os.path.normpath(container_path):
+        return
+    directory = os.path.dirname(os.path.normpath(container_path))
+    raise ConfigError(
+        f"{origin}: the SQLite database {container_path} is bind-mounted as a single file "
+        f"(mount {mount.source} -> {mount.destination} of tracker container {container.name}): "
+        "SQLite keeps its -wal/-shm/-journal beside it, inside the container, where a backup "
+        f"cannot see them; mount the directory that holds it ({directory} in the container) "
+        "instead, as the Torrust compose file does")
+
+
+def _sqlite_host_file(container: Container, container_path: str, origin: str) -> Path:
+    """The database's host path: the mount source with symlinks resolved (it is the host's),
+    then the components below it, none of which may be a symlink (the tracker can write
+    there); the file itself must be a regular file."""
+    mount = covering_mount(container, container_path)
+    assert mount is not None
+    rest = os.path.relpath(os.path.normpath(container_path), mount.destination)
+    root = Path(os.path.realpath(mount.source))
+    path = root / rest
+    walked, mode = root, _lstat_mode(root, origin)
+    for part in Path(rest).parts:
+        walked = walked / part
+        mode = _lstat_mode(walked, origin)
+        if not mode:
+            raise ConfigError(f"{origin}: the SQLite database {container_path} should be at "
+                              f"{path} on the host, but no file is there")
+        if stat.S_ISLNK(mode):
+            raise ConfigError(f"{origin}: {walked} is a symbolic link (on the host path of the "
+                              f"SQLite database {container_path}); refusing to follow it as "
+                              "root: the tracker can write there")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{origin}: the SQLite database {container_path} should be a regular "
+                          f"file at {path} on the host, but it is not")
+    return path
+
+
+def _lstat_mode(path: Path, origin: str) -> int:
+    """The file mode of `path` itself (a symlink is not followed), 0 if nothing is there."""
+    try:
+        return path.lstat().st_mode
+    except FileNotFoundError:
+        return 0
+    except OSError as error:
+        raise ConfigError(f"{origin}: cannot look at {path}: {error.strerror}") from None

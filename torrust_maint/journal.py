@@ -92,8 +92,10 @@ class JournalFieldsHandler(logging.Handler):
                  identifier: str = SYSLOG_IDENTIFIER):
         super().__init__()
         if sender is None:
-            from systemd.journal import send as sender
-        self.sender = sender
+            from systemd.journal import send as journal_send
+
+            sender = journal_send
+        self.sender: Callable[..., object] = sender
         self.identifier = identifier
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from torrust_maint import safefs
 from torrust_maint.errors import LockedError, MaintError
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,13 @@ def pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def run_lock(directory: Path) -> Iterator[None]:
-    """Hold the lock of a backup directory, or raise LockedError naming the holder."""
+    """Hold the lock of a backup directory, or raise LockedError naming the holder.
+
+    The lock file is never opened through a symlink, nor when it is not a regular file.
+    """
     path = directory / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = safefs.open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as error:
         raise MaintError(f"cannot open lock file {path}: {error.strerror}") from None
     with open(fd, "r+", encoding="ascii") as handle:

@@ -52,7 +52,9 @@ def decide(sets: Sequence[Dated], policy: RetentionConfig) -> Decision:
         for backup_set in newest_first:
             if len(seen) >= count:
                 break
-            period = period_of(backup_set.created_at.astimezone(dt.UTC))
+            created_at = backup_set.created_at
+            assert created_at is not None  # newest_first holds dated sets only
+            period = period_of(created_at.astimezone(dt.UTC))
             if rule == "last":  # every set counts, even two recorded at the same instant
                 period = (period, backup_set.id)
             if period not in seen:

@@ -359,3 +359,32 @@ def test_sigkill_inside_the_window_the_guardian_restarts_the_tracker(make_stack)
     assert done.returncode == 0, done.stderr
     after = list_sets(config)
     assert [s["complete"] for s in after] == [True], json.dumps(after, indent=1)
+
+
+def test_a_single_file_bind_mount_of_the_database_is_refused(make_stack):
+    """Issue 8, defect 6: with the file itself bind-mounted, SQLite keeps the -wal/-shm in the
+    container's layer, where no snapshot sees them; check and backup refuse, naming the mount."""
+    tracker = make_stack(journal_mode="wal")
+    compose_file = tracker.compose_dir / "docker-compose.yml"
+    directory_mount = "      - ./storage/tracker/lib:/var/lib/torrust/tracker:Z\n"
+    assert directory_mount in compose_file.read_text()
+    compose_file.write_text(compose_file.read_text().replace(
+        directory_mount,
+        "      - ./storage/tracker/lib/database/sqlite3.db:"
+        "/var/lib/torrust/tracker/database/sqlite3.db:Z\n"))
+    tracker.up()  # recreated with the single-file mount
+    tracker.wait_for_writes(20)
+    config = write_config(tracker)
+    expected = (f"the SQLite database /var/lib/torrust/tracker/database/sqlite3.db is "
+                f"bind-mounted as a single file (mount {tracker.db_host_path} -> "
+                "/var/lib/torrust/tracker/database/sqlite3.db of tracker container "
+                f"{tracker.container_name})")
+
+    for command in ("check", "backup"):
+        done = run_cli(config, command)
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert "Traceback" not in done.stderr
+    assert tracker.running()
+    assert len(tracker.startup_seqs()) == 1  # never stopped
+    assert list_sets(config) == []

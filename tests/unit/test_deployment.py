@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -394,6 +395,72 @@ def test_relative_sqlite_path_is_refused(stack):
     stack.add_tracker()
     with pytest.raises(ConfigError, match="is relative; set \\[deployment\\] sqlite_path"):
         discover(stack.settings(), stack.docker)
+
+
+def test_single_file_bind_mount_of_the_database_is_refused(stack):
+    """Its -wal/-shm/-journal would live in the container's layer (issue 8, defect 6)."""
+    stack.add_tracker(mounts=[(str(stack.db_path), CONTAINER_DB_PATH),
+                              (str(stack.etc), CONTAINER_ETC)])
+    with pytest.raises(ConfigError) as caught:
+        discover(stack.settings(), stack.docker)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{stack.etc / 'tracker.toml'} [core.database]: the SQLite "
+                              f"database {CONTAINER_DB_PATH} is bind-mounted as a single file "
+                              f"(mount {stack.db_path} -> {CONTAINER_DB_PATH} of tracker "
+                              "container compose-tracker-1)")
+    assert f"mount the directory that holds it ({CONTAINER_LIB}/database in the container)" \
+        in problem
+
+
+def test_a_file_mount_of_a_second_tracker_is_refused_too(stack):
+    stack.add_tracker(name="compose-tracker-1")
+    stack.add_tracker(name="compose-tracker-2",
+                      mounts=[(str(stack.db_path), CONTAINER_DB_PATH + "/"),
+                              (str(stack.etc), CONTAINER_ETC)])
+    with pytest.raises(ConfigError, match="of tracker container compose-tracker-2\\)"):
+        discover(stack.settings(), stack.docker)
+
+
+def test_symlinked_database_file_is_refused(stack, tmp_path):
+    elsewhere = tmp_path / "elsewhere.db"
+    make_sqlite(elsewhere)
+    stack.db_path.unlink()
+    stack.db_path.symlink_to(elsewhere)
+    stack.add_tracker()
+    with pytest.raises(ConfigError) as caught:
+        discover(stack.settings(), stack.docker)
+    assert caught.value.problems == [
+        f"{stack.etc / 'tracker.toml'} [core.database]: {stack.db_path} is a symbolic link (on "
+        f"the host path of the SQLite database {CONTAINER_DB_PATH}); refusing to follow it as "
+        "root: the tracker can write there"]
+
+
+def test_symlinked_directory_below_the_mount_is_refused(stack, tmp_path):
+    moved = tmp_path / "moved"
+    stack.db_path.parent.rename(moved)
+    stack.db_path.parent.symlink_to(moved)
+    stack.add_tracker()
+    with pytest.raises(ConfigError, match=f": {stack.lib / 'database'} is a symbolic link "
+                                          "\\(on the host path of the SQLite database"):
+        discover(stack.settings(), stack.docker)
+
+
+def test_database_that_is_not_a_regular_file_is_refused(stack):
+    stack.db_path.unlink()
+    os.mkfifo(stack.db_path)
+    stack.add_tracker()
+    with pytest.raises(ConfigError, match=f"should be a regular file at {stack.db_path} on "
+                                          "the host, but it is not"):
+        discover(stack.settings(), stack.docker)
+
+
+def test_symlinks_in_the_mount_source_itself_are_resolved(stack, tmp_path):
+    """The mount source is the host's own (root's) path: only what is below it is refused."""
+    link = tmp_path / "lib-link"
+    link.symlink_to(stack.lib)
+    stack.add_tracker(mounts=[(str(link), CONTAINER_LIB), (str(stack.etc), CONTAINER_ETC)])
+    deployment = discover(stack.settings(), stack.docker)
+    assert deployment.database.host_path == stack.db_path
 
 
 def test_docker_failure_is_reported(stack):

@@ -132,3 +132,31 @@ def test_a_zombie_does_not_count_as_alive():
         assert pid_alive(os.getpid())
     finally:
         os.waitpid(child, 0)
+
+
+def test_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("root's file: must stay as it is\n")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    (backups / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(MaintError, match=f"^{backups / LOCK_NAME} is a symbolic link, not a "
+                                         "regular file: refusing to use it as root"):
+        with run_lock(backups):
+            pytest.fail("locked through a symlink")
+    assert victim.read_text() == "root's file: must stay as it is\n"
+
+
+def test_dangling_lock_file_symlink_creates_nothing(tmp_path):
+    (tmp_path / LOCK_NAME).symlink_to(tmp_path / "created-by-root")
+    with pytest.raises(MaintError, match="is a symbolic link"):
+        with run_lock(tmp_path):
+            pytest.fail("locked through a symlink")
+    assert not (tmp_path / "created-by-root").exists()
+
+
+def test_lock_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / LOCK_NAME)
+    with pytest.raises(MaintError, match="is a FIFO, not a regular file"):
+        with run_lock(tmp_path):
+            pytest.fail("locked a FIFO")

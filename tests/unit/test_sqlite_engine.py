@@ -303,3 +303,297 @@ def test_clone_or_copy_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         engine.clone_or_copy(tmp_path / "a", tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == b"old"
+
+
+# -- symlinks planted by a compromised tracker (issue 8, defect 7) ---------------------------
+
+TRACKER_UID = 1000
+RESTORE_SUFFIX = ".torrust-maint-restore"  # written beside the live database
+VICTIM_TEXT = b"root's file: must stay as it is\n" * 64
+
+
+def tracker_wal_database(directory: Path) -> Path:
+    """A closed WAL-mode database owned by the tracker's uid (no -wal/-shm left)."""
+    directory.mkdir(exist_ok=True)
+    db = directory / "sqlite3.db"
+    connection = sqlite3.connect(db, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=wal")
+    connection.execute("CREATE TABLE torrents (id INTEGER PRIMARY KEY, info_hash BLOB)")
+    connection.executemany("INSERT INTO torrents (info_hash) VALUES (?)",
+                           [(os.urandom(20),) for _ in range(5)])
+    connection.close()
+    os.chown(db, TRACKER_UID, TRACKER_UID)
+    os.chmod(db, 0o664)
+    return db
+
+
+def make_victim(path: Path) -> Path:
+    """A root-owned 0600 file that a planted symlink points at."""
+    path.write_bytes(VICTIM_TEXT)
+    os.chmod(path, 0o600)
+    return path
+
+
+def assert_untouched(victim: Path) -> None:
+    info = victim.stat()
+    assert victim.read_bytes() == VICTIM_TEXT
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
+
+
+@pytest.mark.parametrize("suffix", ["-shm", "-wal", "-journal"])
+def test_planted_side_file_symlink_refuses_the_live_snapshot(tmp_path, staging, suffix):
+    db = tracker_wal_database(tmp_path / "lib")
+    victim = make_victim(tmp_path / "victim")
+    Path(f"{db}{suffix}").symlink_to(victim)
+    with pytest.raises(MaintError, match=f"^{db}{suffix} is a symbolic link, not a regular "
+                                         "file: refusing to use it as root"):
+        engine.open_live_snapshot(db, staging)
+    assert_untouched(victim)
+    created = {"-shm", "-wal"} - {suffix}  # SQLite never opened the database as root
+    assert not [s for s in created if Path(f"{db}{s}").exists()]
+
+
+def test_planted_database_symlink_refuses_every_snapshot(tmp_path, staging):
+    elsewhere = tracker_wal_database(tmp_path / "elsewhere")
+    (tmp_path / "lib").mkdir()
+    db = tmp_path / "lib/sqlite3.db"
+    db.symlink_to(elsewhere)
+    for take in (engine.open_live_snapshot, engine.snapshot):
+        with pytest.raises(MaintError, match=f"^{db} is a symbolic link, not a regular file"):
+            take(db, staging)
+    assert list(staging.iterdir()) == []
+    assert not Path(f"{elsewhere}-shm").exists()
+
+
+def test_symlinked_database_directory_is_refused(tmp_path, staging):
+    real = tracker_wal_database(tmp_path / "real").parent
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/database").symlink_to(real)
+    with pytest.raises(MaintError, match=f"^{tmp_path}/lib/database is a symbolic link, "
+                                         "not a directory"):
+        engine.open_live_snapshot(tmp_path / "lib/database/sqlite3.db", staging)
+    assert not Path(f"{real}/sqlite3.db-shm").exists()
+
+
+def test_hard_linked_side_file_is_refused(tmp_path, staging):
+    db = tracker_wal_database(tmp_path / "lib")
+    victim = make_victim(tmp_path / "victim")
+    os.link(victim, f"{db}-shm")
+    with pytest.raises(MaintError, match=f"^{db}-shm has 2 hard links"):
+        engine.open_live_snapshot(db, staging)
+    assert_untouched(victim)
+
+
+def test_side_file_swapped_for_a_symlink_is_never_chowned(tmp_path, staging, monkeypatch):
+    """An SQLite that followed the link, or a link appearing once SQLite has its files open:
+    the owner and mode are changed through an fd opened with O_NOFOLLOW, never by name."""
+    db = tracker_wal_database(tmp_path / "lib")
+    victim = make_victim(tmp_path / "victim")
+    shm = Path(f"{db}-shm")
+    real_connect = sqlite3.connect
+
+    def connect_then_swap(*args, **kwargs):
+        connection = real_connect(*args, **kwargs)
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # creates -shm
+        shm.unlink()
+        shm.symlink_to(victim)
+        return connection
+
+    monkeypatch.setattr(engine.sqlite3, "connect", connect_then_swap)
+    with pytest.raises(MaintError, match=f"^{shm} is a symbolic link"):
+        engine.open_live_snapshot(db, staging)
+    assert_untouched(victim)
+
+
+def test_live_snapshot_gives_the_side_files_to_the_database_owner(tmp_path, staging):
+    db = tracker_wal_database(tmp_path / "lib")
+    snapshot = engine.open_live_snapshot(db, staging)
+    try:
+        for suffix in ("-wal", "-shm"):
+            info = Path(f"{db}{suffix}").stat()
+            assert (info.st_uid, info.st_gid) == (TRACKER_UID, TRACKER_UID)
+            assert stat.S_IMODE(info.st_mode) & 0o664 == 0o664
+    finally:
+        snapshot.close()
+
+
+TRACKER_WRITES = """\
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0.5)
+connection.executemany("INSERT INTO torrents (info_hash) VALUES (?)",
+                       [(os.urandom(20),) for _ in range(10)])
+print(connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+"""
+
+
+def test_live_snapshot_keeps_its_read_mark_after_fixing_the_side_files(tmp_path, staging):
+    """Closing an ordinary fd of -shm drops this process's POSIX locks on it, SQLite's read
+    lock included: the tracker (another process) could then checkpoint past our snapshot."""
+    db = tmp_path / "sqlite3.db"
+    write_wal_database(db).close()
+    os.chown(db, TRACKER_UID, TRACKER_UID)  # the side files we create get a chown too
+    snapshot = engine.open_live_snapshot(db, staging)
+    try:
+        tracker = subprocess.run(["/usr/bin/python3", "-c", TRACKER_WRITES, str(db)],
+                                 capture_output=True, text=True, timeout=60)
+        assert tracker.stdout == "1\n", tracker.stderr  # busy: our read mark pins the WAL
+        with open(tmp_path / "export.sqlite3", "wb") as sink:
+            snapshot.export_to(sink)
+    finally:
+        snapshot.close()
+    assert count_rows(tmp_path / "export.sqlite3") == COMMITTED_ROWS
+    assert count_rows(db) == COMMITTED_ROWS + 10
+
+
+def restore_into(db: Path, artifact: Path) -> dict:
+    from torrust_maint.deployment import SqliteDatabase
+
+    database = SqliteDatabase(container_path="/var/lib/torrust/tracker/database/sqlite3.db",
+                              host_path=db)
+    return engine.restore(None, database, artifact, "none", {"tables": {"torrents": 9}})
+
+
+def set_database(path: Path) -> Path:
+    """The database a backup set holds (an uncompressed artifact): 9 torrents."""
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("CREATE TABLE torrents (id INTEGER PRIMARY KEY, info_hash BLOB)")
+        connection.executemany("INSERT INTO torrents (info_hash) VALUES (?)",
+                               [(os.urandom(20),) for _ in range(9)])
+    connection.close()
+    return path
+
+
+def test_planted_restore_file_symlink_is_not_followed(tmp_path):
+    db = tracker_wal_database(tmp_path / "lib")
+    before = db.read_bytes()
+    victim = make_victim(tmp_path / "victim")
+    planted = Path(f"{db}{RESTORE_SUFFIX}")
+    planted.symlink_to(victim)
+    with pytest.raises(MaintError, match=f"^{planted} is a symbolic link, not a regular file"):
+        restore_into(db, set_database(tmp_path / "set.sqlite3"))
+    assert_untouched(victim)
+    assert db.read_bytes() == before and not db.is_symlink()
+
+
+def test_planted_side_file_symlink_refuses_the_restore(tmp_path):
+    db = tracker_wal_database(tmp_path / "lib")
+    before = db.read_bytes()
+    victim = make_victim(tmp_path / "victim")
+    Path(f"{db}-wal").symlink_to(victim)
+    with pytest.raises(MaintError, match=f"^{db}-wal is a symbolic link"):
+        restore_into(db, set_database(tmp_path / "set.sqlite3"))
+    assert_untouched(victim)
+    assert db.read_bytes() == before
+    assert not Path(f"{db}{RESTORE_SUFFIX}").exists()
+
+
+def test_restore_replaces_a_leftover_file_and_keeps_owner_and_mode(tmp_path):
+    db = tracker_wal_database(tmp_path / "lib")
+    Path(f"{db}{RESTORE_SUFFIX}").write_bytes(b"left by a killed restore")
+    Path(f"{db}-shm").write_bytes(b"stale")
+    result = restore_into(db, set_database(tmp_path / "set.sqlite3"))
+    assert result == {"tables": {"torrents": 9}}
+    info = db.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (TRACKER_UID, TRACKER_UID,
+                                                                       0o664)
+    assert sorted(p.name for p in db.parent.iterdir()) == ["sqlite3.db"]
+    assert count_rows(db) == 9
+
+
+# -- the prepared snapshot on error paths (issue 8, defect 8) --------------------------------
+
+def test_abort_releases_the_wal_read_handle_and_removes_copies(tmp_path, staging, monkeypatch):
+    def no_reflink(fd, request, arg):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(engine.fcntl, "ioctl", no_reflink)
+    db = tmp_path / "sqlite3.db"
+    writer = write_wal_database(db)
+    try:
+        prepared = engine.SqlitePrepared(db, staging)
+        snapshot = prepared.open()
+        assert isinstance(snapshot, engine.LiveWalSnapshot)
+        # Our read transaction pins the WAL: a TRUNCATE checkpoint cannot finish.
+        assert writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
+        prepared.abort()
+        assert writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+        assert Path(f"{db}-wal").stat().st_size == 0
+    finally:
+        writer.close()
+    assert list(staging.iterdir()) == []
+    prepared.abort()  # twice is harmless
+
+
+def test_abort_removes_the_copies_of_a_copied_snapshot(tmp_path, staging):
+    db = tmp_path / "sqlite3.db"
+    writer = write_wal_database(db)
+    writer.close()
+    prepared = engine.SqlitePrepared(db, staging, live_handle_ok=False)
+    prepared.open()
+    assert list(staging.iterdir()) != []
+    prepared.abort()
+    assert list(staging.iterdir()) == []
+
+
+# -- before the window: the database directory must be writable (issue 8, defect 8) ----------
+
+PREFLIGHT = """\
+import sys
+from pathlib import Path
+from torrust_maint.deployment import SqliteDatabase
+from torrust_maint.engines import sqlite
+from torrust_maint.errors import MaintError
+database = SqliteDatabase("/var/lib/torrust/tracker/database/sqlite3.db", Path(sys.argv[1]))
+try:
+    sqlite.preflight(database, replacing=sys.argv[2] == "replacing")
+except MaintError as error:
+    print(error)
+else:
+    print("ok")
+"""
+
+
+def preflight_read_only(db: Path, mode: str) -> str:
+    """Run preflight in a mount namespace where db's directory is a read-only bind mount, as
+    ProtectSystem=strict makes every path outside ReadWritePaths=."""
+    directory = str(db.parent)
+    script = (f"mount --bind {directory} {directory} && "
+              f"mount -o remount,bind,ro {directory} && "
+              f'exec /usr/bin/python3 -c "$0" {db} {mode}')
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           script, PREFLIGHT], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0 and "unshare failed" in done.stderr:
+        pytest.skip(f"no mount namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_preflight_refuses_a_wal_database_in_a_read_only_directory(tmp_path):
+    db = tracker_wal_database(tmp_path / "lib")
+    message = preflight_read_only(db, "backup")
+    assert message == (
+        f"the SQLite database's directory {db.parent} is not writable (a read-only file system "
+        "here), and the database is in WAL mode: its snapshot creates -wal/-shm there; under "
+        "systemd (ProtectSystem=strict) add it to ReadWritePaths= with a drop-in: "
+        f"`systemctl edit torrust-backup.service`, [Service] ReadWritePaths={db.parent}; "
+        "nothing was done")
+
+
+def test_preflight_lets_a_rollback_journal_database_be_read_only(tmp_path):
+    (tmp_path / "lib").mkdir()
+    db = tmp_path / "lib/sqlite3.db"
+    set_database(db)
+    assert preflight_read_only(db, "backup") == "ok"
+    assert preflight_read_only(db, "replacing").startswith(
+        f"the SQLite database's directory {db.parent} is not writable (a read-only file system "
+        "here), and a restore replaces the database file there;")
+
+
+def test_preflight_passes_where_the_directory_is_writable(tmp_path):
+    from torrust_maint.deployment import SqliteDatabase
+
+    db = tracker_wal_database(tmp_path / "lib")
+    engine.preflight(SqliteDatabase("/x/sqlite3.db", db))
+    engine.preflight(SqliteDatabase("/x/sqlite3.db", db), replacing=True)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
+import stat
 import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from torrust_maint import __version__, catalog, notify
 from torrust_maint.actions import prune as prune_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
 from torrust_maint.config import Config
-from torrust_maint.deployment import Deployment, discover
+from torrust_maint.deployment import Deployment, MysqlDatabase, SqliteDatabase, discover
 from torrust_maint.docker import Container, Docker
 from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
@@ -72,8 +75,12 @@ def database_files(database) -> list[tuple[Path, int]]:
     path = database.host_path
     for suffix in ("", *sqlite_engine.SIDE_FILES):
         candidate = Path(f"{path}{suffix}")
-        if candidate.exists():
-            found.append((candidate, candidate.stat().st_size))
+        try:
+            info = os.stat(candidate, follow_symlinks=False)  # a planted symlink is not sized
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append((candidate, info.st_size))
     return found
 
 
@@ -109,7 +116,8 @@ def archive_config(deployment: Deployment, config: Config, target_dir: Path,
         log.warning(warnings[-1])
     with compressed_writer(target_dir, "config", CONFIG_STEM, config.backup.compression,
                            config.backup.compression_level) as (stream, artifact):
-        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=cast(BinaryIO, stream), mode="w|",
+                          format=tarfile.PAX_FORMAT) as tar:
             for relative in present:
                 tar.add(deployment.compose_dir / relative, arcname=relative, recursive=True)
     return artifact
@@ -158,20 +166,21 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
     engine = ENGINES[deployment.driver]
     echo("would lock: " + str(directory / ".torrust-maint.lock"))
     echo(f"would create backup set in: {directory}")
-    if deployment.driver == "mysql":
+    database = deployment.database
+    if isinstance(database, MysqlDatabase):
         echo("would connect to MySQL and start the container's dump tool (waiting for its "
              "credentials on stdin): docker exec --interactive "
-             f"{deployment.database.container.name} mariadb-dump|mysqldump "
+             f"{database.container.name} mariadb-dump|mysqldump "
              f"--defaults-extra-file=/dev/stdin {' '.join(mysql_engine.DUMP_OPTIONS)} "
-             f"{deployment.database.database}")
+             f"{database.database}")
     if to_stop:
         docker.stop([c.id for c in to_stop], config.deployment.stop_timeout)
-    if deployment.driver == "mysql":
+    if isinstance(database, MysqlDatabase):
         echo("would open the consistent snapshot (START TRANSACTION WITH CONSISTENT SNAPSHOT; "
              "the dump starts its single transaction)")
-    elif sqlite_engine.is_wal_database(deployment.database.host_path):
+    elif sqlite_engine.is_wal_database(database.host_path):
         echo("would snapshot the WAL-mode database: a reflink where the filesystem can, else "
-             f"an open read transaction on {deployment.database.host_path} (exported after "
+             f"an open read transaction on {database.host_path} (exported after "
              "the restart)")
     else:
         echo("would snapshot (reflink where the filesystem can, else an in-kernel copy): "
@@ -222,7 +231,7 @@ def build_manifest(set_id: str, created_at, deployment: Deployment,
 
 def database_location(deployment: Deployment) -> dict:
     database = deployment.database
-    if database.driver == "sqlite3":
+    if isinstance(database, SqliteDatabase):
         return {"path": database.container_path, "host_path": str(database.host_path)}
     return {"user": database.user}
 
@@ -261,6 +270,8 @@ def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, 
     """Everything checked before the window: the deployment, the tracker's state, the space."""
     deployment = discover(config.deployment, docker)
     to_stop = trackers_to_stop(deployment, force)
+    if isinstance(deployment.database, SqliteDatabase):
+        sqlite_engine.preflight(deployment.database)  # a WAL snapshot writes -wal/-shm there
     files = database_files(deployment.database)
     total = sum(size for _, size in files)
     check_free_space(config.backup.directory, total + total // 2)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from torrust_maint.actions.backup import database_files, existing_config_paths
 from torrust_maint.config import Config
@@ -30,6 +32,99 @@ def check_mysql(database, docker: Docker, echo: Callable[[str], None]) -> list[s
         echo(f"dump tool: {version}")
     except MaintError as error:
         problems.append(str(error))
+    return problems
+
+
+SYSTEMD_RUNNING = Path("/run/systemd/system")  # as sd_booted(3) tells
+# The scheduled units, sandboxed with ProtectSystem=strict (see systemd/).
+BACKUP_UNIT = "torrust-backup.service"
+VERIFY_UNIT = "torrust-verify.service"
+
+
+def systemctl_show(unit: str) -> str:
+    """`systemctl show` of the unit's LoadState, ProtectSystem and ReadWritePaths (Key=value
+    lines, as systemd has merged the unit file and its drop-ins)."""
+    done = subprocess.run(
+        ["systemctl", "show", "--property=LoadState,ProtectSystem,ReadWritePaths", unit],
+        capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise MaintError(f"systemctl show {unit} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def parse_show(text: str) -> dict[str, str]:
+    """Key=value lines of `systemctl show` as a dict."""
+    return dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+
+
+def read_write_paths(value: str) -> list[str]:
+    """The paths of a ReadWritePaths= value, without the "-" (may be missing) and "+" prefixes."""
+    return [word.lstrip("-+") for word in value.split()]
+
+
+def is_beneath(path: Path, directories: list[str]) -> bool:
+    """Whether path is one of the directories or inside one (symlinks resolved, as systemd
+    resolves ReadWritePaths= when it sets up the unit's mounts)."""
+    real = os.path.realpath(path)
+    for directory in directories:
+        allowed = os.path.realpath(directory)
+        if real == allowed or real.startswith(allowed.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def unit_writes(config: Config, deployment) -> dict[str, list[tuple[Path, str]]]:
+    """The paths each scheduled unit must be able to write, with why."""
+    backups = (config.backup.directory, "[backup] directory")
+    writes = {BACKUP_UNIT: [backups], VERIFY_UNIT: [backups]}
+    if deployment is not None and deployment.driver == "sqlite3":
+        writes[BACKUP_UNIT].append((
+            deployment.database.host_path.parent,
+            "the SQLite database's directory: a WAL snapshot creates -wal/-shm there, and "
+            "restore replaces the file"))
+    return writes
+
+
+def sandbox_problems(unit: str, show: dict[str, str], needed: list[tuple[Path, str]],
+                     echo: Callable[[str], None]) -> list[str]:
+    """A problem per path the unit needs to write that its ProtectSystem=strict keeps
+    read-only (outside its ReadWritePaths=), naming the drop-in that fixes it."""
+    if show.get("LoadState") != "loaded":
+        echo(f"systemd: {unit} is not installed ({show.get('LoadState') or 'unknown'}): "
+             "its ReadWritePaths= were not checked")
+        return []
+    if show.get("ProtectSystem") != "strict":
+        echo(f"systemd: {unit} has ProtectSystem={show.get('ProtectSystem')}: "
+             "its ReadWritePaths= do not limit it")
+        return []
+    allowed = read_write_paths(show.get("ReadWritePaths", ""))
+    problems = []
+    for path, why in needed:
+        if is_beneath(path, allowed):
+            continue
+        problems.append(
+            f"{path} ({why}) is outside the ReadWritePaths= of {unit} "
+            f"({' '.join(allowed) or 'none'}): ProtectSystem=strict keeps it read-only, so "
+            f"every run of {unit} would fail; add it with a drop-in: `systemctl edit {unit}`, "
+            f"then [Service] ReadWritePaths={path}")
+    if not problems:
+        echo(f"systemd: {unit} may write {', '.join(str(path) for path, _ in needed)}: ok")
+    return problems
+
+
+def check_sandbox(config: Config, deployment, echo: Callable[[str], None]) -> list[str]:
+    """Check that the scheduled units' sandbox lets them write what they must."""
+    if not SYSTEMD_RUNNING.is_dir():
+        echo("systemd: not running here: the units' ReadWritePaths= were not checked")
+        return []
+    problems = []
+    for unit, needed in unit_writes(config, deployment).items():
+        try:
+            show = parse_show(systemctl_show(unit))
+        except (MaintError, OSError, subprocess.TimeoutExpired) as error:
+            problems.append(f"cannot read the sandbox of {unit}: {error}")
+            continue
+        problems.extend(sandbox_problems(unit, show, needed, echo))
     return problems
 
 
@@ -70,6 +165,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
     else:
         note = "" if directory.exists() else " (will be created)"
         echo(f"backup directory: {directory}{note}")
+    problems.extend(check_sandbox(config, deployment, echo))
     if problems:
         raise ConfigError(problems)
     echo("check: ok")

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torrust_maint.errors import MaintError
+from torrust_maint import safefs
+from torrust_maint.errors import MaintError, VerificationFailed
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ SIDE_FILES = ("-wal", "-journal")  # never -shm: SQLite rebuilds it from the WAL
 # writes the magic last, so a writer killed before that leaves a journal SQLite ignores.
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
 SNAPSHOT_NAME = "database.sqlite3"
+# Beside the live database, in a directory the tracker can write: what root checks with lstat
+# before SQLite (as root) opens, truncates or creates them there.
+LIVE_SIDE_FILES = ("-wal", "-shm", "-journal")
+RESTORE_SUFFIX = ".torrust-maint-restore"
 FILE_STEM = "database.sqlite3"
 NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
               errno.EBADF, errno.EPERM}
@@ -159,33 +164,81 @@ class ReflinkUnavailable(Exception):
 def is_wal_database(path: Path) -> bool:
     """Whether the file's header says WAL mode (read and write versions 2)."""
     try:
-        with open(path, "rb") as handle:
+        with open(safefs.open_nofollow(path), "rb") as handle:
             header = handle.read(20)
     except OSError:
         return False
     return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
 
 
+def check_live_files(database_path: Path) -> os.stat_result:
+    """Refuse a symlink in the database's directory path, or a database or -wal/-shm/-journal
+    that is a symlink, special file or hard link, before root opens them; the database's stat.
+
+    Called inside the window: the tracker, which can write that directory, is stopped.
+    """
+    info = _check_database_files(database_path)
+    if info is None:
+        raise MaintError(f"the SQLite database {database_path} disappeared")
+    return info
+
+
+def _check_database_files(database_path: Path) -> os.stat_result | None:
+    """The checks of check_live_files; the database's stat, None if it does not exist."""
+    try:
+        os.close(safefs.open_dir_beneath("/", database_path.parent))
+    except FileNotFoundError:
+        return None
+    for suffix in LIVE_SIDE_FILES:
+        side = Path(f"{database_path}{suffix}")
+        _refuse_hard_link(side, safefs.check_regular(side))
+    return safefs.check_regular(database_path)
+
+
+def _refuse_hard_link(path: Path, info: os.stat_result | None) -> None:
+    """A side file with another name elsewhere would let SQLite, as root, write that file."""
+    if info is not None and info.st_nlink > 1:
+        raise safefs.UnsafePath(f"{path} has {info.st_nlink} hard links: refusing to let SQLite "
+                                "open it as root (it may be another file planted under this name)")
+
+
 def open_live_snapshot(database_path: Path, staging_dir: Path) -> LiveWalSnapshot:
     """Open a read transaction on the live database (tracker stopped, so nothing is torn)."""
-    info = database_path.stat()
+    info = check_live_files(database_path)
     try:
         connection = sqlite3.connect(database_path, isolation_level=None, timeout=30)
         connection.execute("BEGIN")
         connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
     except sqlite3.DatabaseError as error:
         raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
-    # We run as root: -wal/-shm we created must stay usable by the tracker's own user.
+    try:
+        _give_side_files_to_owner(database_path, info)
+    except BaseException:
+        connection.close()
+        raise
+    return LiveWalSnapshot(connection, database_path, staging_dir / SNAPSHOT_NAME)
+
+
+def _give_side_files_to_owner(database_path: Path, info: os.stat_result) -> None:
+    """We run as root: -wal/-shm we created must stay usable by the tracker's own user.
+
+    Changed through an O_PATH fd opened without following symlinks, never by name: an
+    ordinary fd's close would drop SQLite's lock on -shm, our snapshot's read mark.
+    """
     for suffix in ("-wal", "-shm"):
         side = Path(f"{database_path}{suffix}")
         try:
-            side_info = side.stat()
+            fd = safefs.open_path_nofollow(side)
         except FileNotFoundError:
             continue
-        if (side_info.st_uid, side_info.st_gid) != (info.st_uid, info.st_gid):
-            os.chown(side, info.st_uid, info.st_gid)
-        os.chmod(side, (side_info.st_mode | (info.st_mode & 0o666)) & 0o7777)
-    return LiveWalSnapshot(connection, database_path, staging_dir / SNAPSHOT_NAME)
+        try:
+            side_info = os.fstat(fd)
+            _refuse_hard_link(side, side_info)
+            if (side_info.st_uid, side_info.st_gid) != (info.st_uid, info.st_gid):
+                os.chown(safefs.fd_path(fd), info.st_uid, info.st_gid)
+            os.chmod(safefs.fd_path(fd), (side_info.st_mode | (info.st_mode & 0o666)) & 0o7777)
+        finally:
+            os.close(fd)
 
 
 @dataclass
@@ -195,9 +248,15 @@ class SqlitePrepared:
     database_path: Path
     staging_dir: Path
     live_handle_ok: bool = True
+    opened: SqliteSnapshot | LiveWalSnapshot | None = field(default=None, repr=False)
 
     def open(self) -> SqliteSnapshot | LiveWalSnapshot:
         """Inside the window (tracker stopped): reflink, else (WAL) a read handle, else copy."""
+        self.opened = self._open()
+        return self.opened
+
+    def _open(self) -> SqliteSnapshot | LiveWalSnapshot:
+        """The snapshot open() hands out (and remembers for abort)."""
         if self.live_handle_ok and is_wal_database(self.database_path):
             try:
                 return snapshot(self.database_path, self.staging_dir, reflink_only=True)
@@ -206,7 +265,29 @@ class SqlitePrepared:
         return snapshot(self.database_path, self.staging_dir)
 
     def abort(self) -> None:
-        pass
+        """On an error path: release the read handle (a WAL snapshot) and remove any copies."""
+        if self.opened is not None:
+            self.opened.close()
+            self.opened = None
+
+
+def preflight(database, *, replacing: bool = False) -> None:
+    """Before the window: the database's directory must be writable for a WAL-mode database
+    (SQLite creates -wal/-shm there) or a restore (`replacing`); MaintError otherwise."""
+    directory = Path(database.host_path).parent
+    if not (replacing or is_wal_database(Path(database.host_path))):
+        return
+    if os.access(directory, os.W_OK):
+        return
+    read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    why = "a read-only file system here" if read_only else "no write permission"
+    need = ("a restore replaces the database file there" if replacing else
+            "the database is in WAL mode: its snapshot creates -wal/-shm there")
+    raise MaintError(
+        f"the SQLite database's directory {directory} is not writable ({why}), and {need}; "
+        "under systemd (ProtectSystem=strict) add it to ReadWritePaths= with a drop-in: "
+        f"`systemctl edit torrust-backup.service`, [Service] ReadWritePaths={directory}; "
+        "nothing was done")
 
 
 def prepare(docker, database, staging_dir: Path, live_handle_ok: bool = True) -> SqlitePrepared:
@@ -231,6 +312,7 @@ def snapshot(database_path: Path, staging_dir: Path, reflink_only: bool = False)
     can be cloned.
     """
     target = staging_dir / SNAPSHOT_NAME
+    check_live_files(database_path)
     methods = set()
     copied = 0
     side_files = []
@@ -252,8 +334,11 @@ def snapshot(database_path: Path, staging_dir: Path, reflink_only: bool = False)
 
 
 def clone_or_copy(source: Path, target: Path, reflink_only: bool = False) -> tuple[str, int]:
-    """Copy a file, sharing its blocks (FICLONE) where the filesystem can; (method, bytes)."""
-    with open(source, "rb") as src:
+    """Copy a file, sharing its blocks (FICLONE) where the filesystem can; (method, bytes).
+
+    The source is opened without following a symlink (UnsafePath), the target created anew.
+    """
+    with open(safefs.open_nofollow(source), "rb") as src:
         size = os.fstat(src.fileno()).st_size
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "wb") as dst:
@@ -306,7 +391,7 @@ def compare_counts(found: dict[str, int], expected: dict[str, int]) -> None:
     problems += [f"table {table}: not in the manifest" for table in sorted(found)
                  if table not in expected]
     if problems:
-        raise MaintError("row counts differ: " + "; ".join(problems))
+        raise VerificationFailed("row counts differ: " + "; ".join(problems))
 
 
 def restore(docker, database, artifact: Path, compression: str, expected: dict) -> dict:
@@ -319,29 +404,44 @@ def restore(docker, database, artifact: Path, compression: str, expected: dict) 
     from torrust_maint.compress import copy_stream, open_decompressed
 
     live = Path(database.host_path)
-    incoming = live.with_name(live.name + ".torrust-maint-restore")
+    incoming = live.with_name(live.name + RESTORE_SUFFIX)
+    info = _check_restore_target(live, incoming)
+    fd = safefs.create_exclusive(incoming)  # never through a name planted meanwhile
     try:
-        with open_decompressed(artifact, compression) as source, \
-                open(os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as sink:
+        with open(fd, "wb") as sink, open_decompressed(artifact, compression) as source:
+            if info is not None:
+                os.fchown(sink.fileno(), info.st_uid, info.st_gid)
+                os.fchmod(sink.fileno(), info.st_mode & 0o7777)
             copy_stream(source, sink)
             sink.flush()
             os.fsync(sink.fileno())
         counts = check_file(incoming, expected)
-        info = live.stat() if live.exists() else None
-        if info is not None:
-            os.chown(incoming, info.st_uid, info.st_gid)
-            os.chmod(incoming, info.st_mode & 0o7777)
-        for suffix in ("-wal", "-shm", "-journal"):
+        for suffix in LIVE_SIDE_FILES:  # unlink never follows a symlink
             Path(f"{live}{suffix}").unlink(missing_ok=True)
         os.rename(incoming, live)
-        fd = os.open(live.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_directory(live.parent)
     finally:
         incoming.unlink(missing_ok=True)
     return {"tables": check_file(live, expected) or counts}
+
+
+def _check_restore_target(live: Path, incoming: Path) -> os.stat_result | None:
+    """lstat what restore will replace or remove (refusing symlinks and special files), drop
+    a regular file left by an earlier restore; the live database's stat, None if absent."""
+    info = _check_database_files(live)
+    if safefs.check_regular(incoming) is not None:
+        log.warning("removing %s, left by an earlier restore", incoming)
+        incoming.unlink()
+    return info
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (opened without following symlinks)."""
+    fd = safefs.open_dir_beneath("/", directory)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_file(path: Path, expected: dict, pragma: str = "quick_check") -> dict[str, int]:
@@ -355,8 +455,8 @@ def check_file(path: Path, expected: dict, pragma: str = "quick_check") -> dict[
         finally:
             connection.close()
     except sqlite3.DatabaseError as error:
-        raise MaintError(f"{path}: cannot be read: {error}") from None
+        raise VerificationFailed(f"{path}: cannot be read: {error}") from None
     if result != ["ok"]:
-        raise MaintError(f"{path}: {pragma} failed: {'; '.join(result[:5])}")
+        raise VerificationFailed(f"{path}: {pragma} failed: {'; '.join(result[:5])}")
     compare_counts(counts, expected.get("tables", {}))
     return counts
