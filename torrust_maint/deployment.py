@@ -9,6 +9,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torrust_maint import safefs
 from torrust_maint.config import DeploymentConfig
 from torrust_maint.docker import Container, Docker, Mount
 from torrust_maint.errors import ConfigError
@@ -172,11 +173,13 @@ def _tracker_toml(compose_dir: Path, tracker: Container,
         host = host_path_for(tracker, toml_container_path)
     if host is None:
         host = compose_dir / DEFAULT_TOML_HOST_PATH
-    try:
-        with open(host, "rb") as handle:
+    try:  # in a directory the tracker can write: no symlink followed, no FIFO waited on
+        with open(safefs.open_nofollow(host), "rb") as handle:
             return tomllib.load(handle), str(host)
     except FileNotFoundError:
         return {}, str(host)
+    except safefs.UnsafePath as error:
+        raise ConfigError(f"tracker configuration: {error}") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{host}: cannot read tracker configuration: {error}") from None
 

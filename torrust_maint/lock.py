@@ -65,3 +65,27 @@ def run_lock(directory: Path) -> Iterator[None]:
             handle.seek(0)
             handle.truncate()
             handle.flush()
+
+
+def holder(directory: Path, locks_table: Path = Path("/proc/locks")) -> int | None:
+    """The pid recorded by the run holding the lock (0 when it recorded none), or None when
+    no run holds it. Read from /proc/locks, without taking the lock even briefly: a run
+    starting at that instant must not find it taken by an onlooker."""
+    path = directory / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with open(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        try:
+            table = locks_table.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None
+        held = any(len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted
+                   for fields in (line.split() for line in table.splitlines()))
+        if not held:
+            return None
+        text = handle.read(32).decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() else 0

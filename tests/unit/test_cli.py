@@ -341,3 +341,17 @@ def test_backup_recovers_a_stale_marker_of_a_recreated_tracker(tmp_path, capsys,
     assert code == 0, err
     assert recovery.WindowMarker.read(backups) is None
     assert "committed" in out
+
+
+def test_check_reports_an_interrupted_windows_marker(tmp_path, capsys, stack, fake_cli_docker):
+    from torrust_maint import recovery
+
+    cid = stack.add_tracker()
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    recovery.write_marker(backups, Docker(runner=fake_cli_docker).inspect([cid]), 10)
+    config = write_config(tmp_path, stack.compose_dir, backups)
+    code, _, err = run(capsys, "--config", str(config), "check")
+    assert code == 2
+    assert any("interrupted window's marker" in line and "torrust-maint recover" in line
+               for line in error_lines(err))

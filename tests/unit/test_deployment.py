@@ -711,3 +711,22 @@ def test_mysql_database_repr_never_shows_the_password(stack):
     for text in (repr(database), str(database), database.describe(), repr(deployment)):
         assert SECRET not in text
     assert "from_container" in repr(database)  # the repr is there, only the secret is not
+
+
+def test_a_symlinked_tracker_toml_is_refused_not_followed(stack, tmp_path):
+    """Root reads tracker.toml from a directory the tracker can write."""
+    outside = tmp_path / "outside.toml"
+    outside.write_text('[core.database]\ndriver = "sqlite3"\npath = "/etc/shadow"\n')
+    (stack.etc / "tracker.toml").unlink(missing_ok=True)
+    (stack.etc / "tracker.toml").symlink_to(outside)
+    stack.add_tracker()
+    with pytest.raises(ConfigError, match="tracker.toml is a symbolic link"):
+        discover(stack.settings(), stack.docker)
+
+
+def test_a_fifo_as_tracker_toml_is_refused_without_hanging(stack):
+    (stack.etc / "tracker.toml").unlink(missing_ok=True)
+    os.mkfifo(stack.etc / "tracker.toml")
+    stack.add_tracker()
+    with pytest.raises(ConfigError, match="tracker.toml is a FIFO"):
+        discover(stack.settings(), stack.docker)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from torrust_maint.errors import EXIT_LOCKED, LockedError, MaintError
-from torrust_maint.lock import LOCK_NAME, run_lock
+from torrust_maint.lock import LOCK_NAME, holder, run_lock
 
 PYTHON = "/usr/bin/python3"
 PROJECT = Path(__file__).resolve().parents[2]
@@ -160,3 +160,13 @@ def test_lock_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
     with pytest.raises(MaintError, match="is a FIFO, not a regular file"):
         with run_lock(tmp_path):
             pytest.fail("locked a FIFO")
+
+
+def test_holder_reads_proc_locks_without_taking_the_lock(tmp_path):
+    assert holder(tmp_path) is None  # no lock file yet
+    with run_lock(tmp_path):
+        assert holder(tmp_path) == os.getpid()
+        with pytest.raises(LockedError):  # still ours: looking did not take it
+            with run_lock(tmp_path):
+                pass
+    assert holder(tmp_path) is None

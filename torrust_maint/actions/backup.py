@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from torrust_maint import __version__, catalog, notify
+from torrust_maint import __version__, catalog, lock, notify
 from torrust_maint.actions import prune as prune_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
@@ -249,6 +249,9 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
     if dry_run:
         deployment, to_stop = preflight(config, docker, force)
         print_plan(config, deployment, to_stop, echo, docker)
+        holder = lock.holder(config.backup.directory)
+        if holder is not None:
+            echo(f"note: the run of pid {holder} holds the lock now: a real run would exit 5")
         return 0
     catalog.ensure_directory(config.backup.directory)
     with run_lock(config.backup.directory), signals_raise():

@@ -128,6 +128,27 @@ def check_sandbox(config: Config, deployment, echo: Callable[[str], None]) -> li
     return problems
 
 
+def check_window_marker(directory: Path, echo: Callable[[str], None]) -> list[str]:
+    """An open window: the tracker may be stopped. Fine while the run that opened it holds
+    the lock; otherwise a problem that `torrust-maint recover` resolves."""
+    from torrust_maint import lock
+    from torrust_maint.recovery import WindowMarker
+
+    marker = WindowMarker.read(directory)
+    if marker is None:
+        return []
+    names = ", ".join(marker.container_names)
+    holder = lock.holder(directory)
+    if holder is not None:
+        echo(f"window: open since {marker.opened_at} ({names} stopped by the run of pid "
+             f"{holder}, which holds the lock and starts it again)")
+        return []
+    return [f"an interrupted window's marker {marker.path} (opened {marker.opened_at} by pid "
+            f"{marker.pid}) names {names}: the tracker may still be stopped; run "
+            "`torrust-maint recover` (the next backup and the boot-time "
+            "torrust-recover.service do it too)"]
+
+
 def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
     problems: list[str] = []
     echo(f"config: {config.path}: ok")
@@ -166,6 +187,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
         note = "" if directory.exists() else " (will be created)"
         echo(f"backup directory: {directory}{note}")
     problems.extend(check_sandbox(config, deployment, echo))
+    problems.extend(check_window_marker(directory, echo))
     if problems:
         raise ConfigError(problems)
     echo("check: ok")

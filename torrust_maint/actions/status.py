@@ -7,17 +7,15 @@ monitoring check can run it as it is.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog
+from torrust_maint import catalog, lock, safefs
 from torrust_maint.config import Config
 from torrust_maint.errors import EXIT_FAILED, EXIT_OK
-from torrust_maint.lock import LOCK_NAME, pid_alive
+from torrust_maint.lock import pid_alive
 from torrust_maint.recovery import WindowMarker
 
 
@@ -89,22 +87,15 @@ def window(directory: Path) -> dict | None:
 
 
 def lock_holder(directory: Path) -> dict:
-    """Whether a run holds the lock, and its pid: a shared flock attempt on a fresh fd."""
-    path = directory / LOCK_NAME
+    """Whether a run holds the lock, and its pid (read from /proc/locks: never taken here)."""
+    path = directory / lock.LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return {"held": False, "pid": None}
-    except OSError as error:
-        return {"held": None, "pid": None, "error": f"cannot open {path}: {error.strerror}"}
-    with open(fd, "rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read(32).decode("ascii", errors="replace").strip()
-            return {"held": True, "pid": int(text) if text.isdigit() else None}
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return {"held": False, "pid": None}
+        safefs.check_regular(path)
+    except safefs.UnsafePath:
+        return {"held": None, "pid": None,
+                "error": f"cannot open {path}: not a regular file (a symlink is never followed)"}
+    pid = lock.holder(directory)
+    return {"held": pid is not None, "pid": pid or None}
 
 
 def unhealthy(data: dict) -> bool:
