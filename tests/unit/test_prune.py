@@ -163,3 +163,28 @@ def test_dry_run_gives_the_reasons(tmp_path):
     assert f"would keep {failed} (failed verification, no newer verified set)" in lines
     assert f"would keep {newest} (newest, keep_last)" in lines
     assert remaining(config) == [failed, newest]
+
+
+def test_sigterm_during_a_deletion_finishes_that_set_and_stops(tmp_path, monkeypatch):
+    """A signal never leaves a set half deleted (manifest gone, artifacts left)."""
+    import os
+    import signal
+
+    from torrust_maint.errors import Interrupted
+    from torrust_maint.window import signals_raise
+
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    oldest, older, newest = (make_set(config.backup.directory, day(3, n), "passed")
+                             for n in (1, 2, 3))
+    real_delete = catalog.delete_set
+
+    def delete_then_signalled(backup_set):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the deletion
+        return real_delete(backup_set)
+
+    monkeypatch.setattr(catalog, "delete_set", delete_then_signalled)
+    with pytest.raises(Interrupted):
+        with signals_raise():
+            prune.apply(config, lambda _line: None)
+    assert remaining(config) == [older, newest]  # the first deletion completed, then stopped
+    assert not (config.backup.directory / oldest).exists()

@@ -10,6 +10,7 @@ from torrust_maint import catalog, retention
 from torrust_maint.config import Config
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
+from torrust_maint.window import signals_held
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def apply(config: Config, echo: Callable[[str], None]) -> int:
     remove_unfinished(config)
     chosen, sets = decision(config)
     for set_id in chosen.delete:
-        strangers = catalog.delete_set(sets[set_id])
+        with signals_held():  # a signal never leaves a set half deleted
+            strangers = catalog.delete_set(sets[set_id])
         event("sets_pruned", "pruned %s", set_id, BACKUP_ID=set_id)
         echo(f"pruned {set_id}")
         if strangers:
