@@ -44,11 +44,18 @@ def choose(config: Config, set_id: str) -> catalog.BackupSet:
     raise ConfigError(f"no complete backup set {set_id!r} (see `torrust-maint list`)")
 
 
+def manifest_of(backup_set: catalog.BackupSet) -> dict:
+    """The manifest of a set chosen as complete (choose() returns only those)."""
+    if backup_set.manifest is None:
+        raise MaintError(f"{backup_set.path}: not a complete set ({backup_set.problem})")
+    return backup_set.manifest
+
+
 def confirm(backup_set: catalog.BackupSet, deployment: Deployment,
             ask: Callable[[str], str]) -> bool:
     if not sys.stdin.isatty():
         raise ConfigError("restore asks for confirmation on a terminal; pass --yes to skip it")
-    answer = ask(f"Restore set {backup_set.id} ({backup_set.manifest['created_at']}) over the "
+    answer = ask(f"Restore set {backup_set.id} ({manifest_of(backup_set)['created_at']}) over the "
                  f"live database of {deployment.compose_dir}? The current state is backed up "
                  "first. [y/N] ")
     return answer.strip().lower() in ("y", "yes")
@@ -60,7 +67,7 @@ def restore_config(backup_set: catalog.BackupSet, compose_dir: Path) -> list[str
     The tracker can write parts of compose_dir (storage/tracker/etc): directories are walked
     without following symlinks, files written and renamed relative to their directory's fd.
     """
-    artifact = next(a for a in backup_set.manifest["artifacts"] if a["name"] == "config")
+    artifact = next(a for a in manifest_of(backup_set)["artifacts"] if a["name"] == "config")
     restored = []
     with open_decompressed(backup_set.path / artifact["path"], artifact["compression"]) as raw:
         with tarfile.open(fileobj=raw, mode="r|") as tar:
@@ -115,7 +122,7 @@ def run(config: Config, docker: Docker, set_id: str, *, assume_yes: bool = False
     if problems:
         raise MaintError("refusing to restore a damaged set: " + "; ".join(problems))
     deployment = discover(config.deployment, docker)
-    driver = target.manifest["database"]["driver"]
+    driver = manifest_of(target)["database"]["driver"]
     if driver != deployment.driver:
         raise ConfigError(f"set {target.id} holds a {driver} database, the deployment uses "
                           f"{deployment.driver}")
@@ -123,8 +130,8 @@ def run(config: Config, docker: Docker, set_id: str, *, assume_yes: bool = False
         raise MaintError("restore cancelled; nothing was changed")
 
     engine = ENGINES[driver]
-    artifact = next(a for a in target.manifest["artifacts"] if a["name"] == "database")
-    expected = target.manifest["database"]
+    artifact = next(a for a in manifest_of(target)["artifacts"] if a["name"] == "database")
+    expected = manifest_of(target)["database"]
     result: dict = {}
 
     def put_back() -> None:
