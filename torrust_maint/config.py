@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,12 @@ DEFAULT_CONFIG_PATHS = (
 )
 COMPRESSIONS = ("zstd", "gzip")
 DRIVERS = ("sqlite3", "mysql")
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few kilobytes; never read /dev/zero whole
+PATH_MAX = 4096  # bytes, as Linux counts them
+NAME_MAX = 255  # bytes of one path component
+SERVICE_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")  # the Compose specification's service names
+BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+TRACKER_STORAGE = "storage/tracker"  # what the deployer mounts into the tracker container
 
 
 @dataclass(frozen=True)
@@ -90,49 +98,117 @@ class Config:
 Check = Callable[[Any], "tuple[Any, str | None]"]
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """A value for an error message: quoted with every odd character escaped, cut if long."""
+    if len(text) > limit:
+        return f"{text[:limit]!r}... ({len(text)} characters)"
+    return repr(text)
+
+
 def _string(value: Any) -> tuple[Any, str | None]:
+    """A non-empty one-line string: no control characters, no spaces around it."""
     if not isinstance(value, str):
         return None, f"must be a string, not {_type_name(value)}"
     if not value.strip():
         return None, "must not be empty"
+    # NUL, newline, escape, C1, bidi overrides, zero-width and line separators: never in a
+    # path or a name, and never printed raw into a terminal or a log line.
+    odd = next((char for char in value if not char.isprintable()), None)
+    if odd is not None:
+        return None, (f"must not contain control or invisible characters such as {odd!r}: "
+                      f"{shown(value)}")
+    if value != value.strip():
+        return None, f"must not begin or end with spaces: {shown(value)}"
+    if len(value.encode()) > PATH_MAX:
+        return None, f"is {len(value.encode())} bytes long, more than the {PATH_MAX} allowed"
     return value, None
 
 
+def _path_parts(text: str) -> str | None:
+    """Why a path's components are unusable: `..` (symlinks make it ambiguous), over-long."""
+    parts = text.split("/")
+    if ".." in parts:
+        return f"must not contain '..' (write the path it leads to): {shown(text)}"
+    if any(len(part.encode()) > NAME_MAX for part in parts):
+        return f"has a name longer than {NAME_MAX} bytes: {shown(text)}"
+    return None
+
+
+def _normalised(text: str) -> str:
+    """An absolute path without `.`, doubled or trailing slashes (normpath keeps `//x`)."""
+    return "/" + os.path.normpath(text).lstrip("/")
+
+
 def _absolute_path(value: Any) -> tuple[Any, str | None]:
+    """An absolute host path, normalised."""
     text, problem = _string(value)
     if problem:
         return None, problem
     if not text.startswith("/"):
-        return None, f"must be an absolute path, not {text!r}"
-    return Path(os.path.normpath(text)), None
+        return None, f"must be an absolute path, not {shown(text)}"
+    problem = _path_parts(text)
+    if problem:
+        return None, problem
+    return Path(_normalised(text)), None
+
+
+def _directory(value: Any) -> tuple[Any, str | None]:
+    """An absolute directory other than / itself."""
+    path, problem = _absolute_path(value)
+    if problem:
+        return None, problem
+    if path == Path("/"):
+        return None, "must not be the root directory /"
+    return path, None
 
 
 def _log_file(value: Any) -> tuple[Any, str | None]:
+    """An absolute path of a file (not / and not ending in /)."""
     path, problem = _absolute_path(value)
     if problem:
         return None, problem
     if str(path) == "/" or value.endswith("/"):
-        return None, f"must be a file path, not the directory {value!r}"
+        return None, f"must be a file path, not the directory {shown(value)}"
     return path, None
 
 
 def _relative_path(value: Any) -> tuple[Any, str | None]:
+    """A path inside compose_dir, normalised."""
     text, problem = _string(value)
     if problem:
         return None, problem
     norm = os.path.normpath(text)
     if norm.startswith("/") or norm == ".." or norm.startswith("../"):
-        return None, f"must be a path inside compose_dir, not {text!r}"
+        return None, f"must be a path inside compose_dir, not {shown(text)}"
+    problem = _path_parts(text)
+    if problem:
+        return None, problem
     return norm, None
 
 
 def _container_path(value: Any) -> tuple[Any, str | None]:
+    """An absolute path inside the tracker container, normalised."""
     text, problem = _string(value)
     if problem:
         return None, problem
     if not text.startswith("/"):
-        return None, f"must be the absolute path as the tracker container sees it, not {text!r}"
-    return os.path.normpath(text), None
+        return None, ("must be the absolute path as the tracker container sees it, "
+                      f"not {shown(text)}")
+    problem = _path_parts(text)
+    if problem:
+        return None, problem
+    return _normalised(text), None
+
+
+def _service_name(value: Any) -> tuple[Any, str | None]:
+    """A Compose service name (letters, digits, `.`, `_` and `-`)."""
+    text, problem = _string(value)
+    if problem:
+        return None, problem
+    if not SERVICE_NAME.match(text):
+        return None, ("must be a Compose service name (letters, digits, '.', '_', '-'), "
+                      f"not {shown(text)}")
+    return text, None
 
 
 def _boolean(value: Any) -> tuple[Any, str | None]:
@@ -146,7 +222,7 @@ def _int_between(low: int, high: int) -> Check:
         if isinstance(value, bool) or not isinstance(value, int):
             return None, f"must be an integer, not {_type_name(value)}"
         if not low <= value <= high:
-            return None, f"must be between {low} and {high}, not {value}"
+            return None, f"must be between {low} and {high}, not {_number(value)}"
         return value, None
 
     return check
@@ -158,7 +234,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
         if problem:
             return None, problem
         if text not in choices:
-            return None, f"must be one of {', '.join(choices)}, not {text!r}"
+            return None, f"must be one of {', '.join(choices)}, not {shown(text)}"
         return text, None
 
     return check
@@ -183,7 +259,15 @@ def _list_of(item_check: Check) -> Check:
     return check
 
 
+def _number(value: int) -> str:
+    """An integer for a message; one too long to print is described by its size."""
+    if value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit number"
+    return str(value)
+
+
 def _type_name(value: Any) -> str:
+    """What a TOML value is, in words."""
     return {
         bool: "a boolean",
         int: "an integer",
@@ -191,23 +275,26 @@ def _type_name(value: Any) -> str:
         str: "a string",
         list: "a list",
         dict: "a table",
+        dt.datetime: "a date-time",
+        dt.date: "a date",
+        dt.time: "a time",
     }.get(type(value), type(value).__name__)
 
 
 # section -> key -> (check, required)
 SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
     "deployment": {
-        "compose_dir": (_absolute_path, True),
-        "tracker_services": (_list_of(_string), False),
+        "compose_dir": (_directory, True),
+        "tracker_services": (_list_of(_service_name), False),
         "database_driver": (_one_of(DRIVERS), False),
         "sqlite_path": (_container_path, False),
-        "database_service": (_string, False),
+        "database_service": (_service_name, False),
         "stop_timeout": (_int_between(0, 3600), False),
         "start_timeout": (_int_between(1, 3600), False),
         "snapshot_timeout": (_int_between(1, 600), False),
     },
     "backup": {
-        "directory": (_absolute_path, True),
+        "directory": (_directory, True),
         "compression": (_one_of(COMPRESSIONS), False),
         "compression_level": (_int_between(1, 19), False),
         "config_paths": (_list_of(_relative_path), False),
@@ -244,20 +331,37 @@ def config_path_from(cli_path: str | None, environ: dict[str, str]) -> Path:
     return Path(DEFAULT_CONFIG_PATH)
 
 
-def load(path: Path) -> Config:
-    """Read and validate the config file, raising ConfigError listing every problem."""
+def read_config_file(path: Path) -> bytes:
+    """The file's bytes; a missing, unreadable, misnamed or oversized file is a ConfigError."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
+        raise ConfigError(
+            f"{path}: cannot read configuration file: {error.strerror or error}") from None
+    except ValueError:  # open() refuses a NUL byte in the name
+        raise ConfigError(f"{shown(str(path))}: not a file name (it holds a NUL byte)") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, "
+                          "not a torrust-maint configuration")
+    return raw
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config file, raising ConfigError listing every problem."""
+    raw = read_config_file(path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
+    except ValueError:  # tomllib lets int() refuse a number of thousands of digits
+        raise ConfigError(f"{path}: invalid TOML: a number too long to read") from None
     return parse(data, path)
 
 
@@ -265,9 +369,9 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     """Validate parsed TOML data into a Config, collecting all problems."""
     problems: list[str] = []
     sections: dict[str, dict[str, Any]] = {}
-    for name in data:
+    for name, value in data.items():
         if name not in SCHEMA:
-            problems.append(f"{path}: [{name}]: unknown section (known: {', '.join(SCHEMA)})")
+            problems.append(_unknown_top_level(name, value, path))
     for section_name, keys in SCHEMA.items():
         section = data.get(section_name, {})
         values: dict[str, Any] = {}
@@ -277,9 +381,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
             continue
         for key in section:
             if key not in keys:
-                problems.append(
-                    f"{path}: [{section_name}] {key}: unknown key (known: {', '.join(keys)})"
-                )
+                problems.append(f"{path}: [{section_name}] {_name(key)}: unknown key "
+                                f"(known: {', '.join(keys)})")
         for key, (check, required) in keys.items():
             if key not in section:
                 if required:
@@ -303,8 +406,44 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     )
 
 
+def _name(key: str) -> str:
+    """A key or section name for a message: bare when TOML could write it bare, else quoted."""
+    return key if BARE_KEY.match(key) else shown(key, 40)
+
+
+def _unknown_top_level(name: str, value: Any, path: Path) -> str:
+    """An unknown section, or a setting written before any [section] header."""
+    if isinstance(value, dict):
+        return f"{path}: [{_name(name)}]: unknown section (known: {', '.join(SCHEMA)})"
+    home = next((section for section, keys in SCHEMA.items() if name in keys), None)
+    hint = f"; it belongs under [{home}]" if home else f" (sections: {', '.join(SCHEMA)})"
+    return f"{path}: {_name(name)}: a setting outside any [section]{hint}"
+
+
+def _backup_directory_checks(deployment: dict[str, Any], backup: dict[str, Any],
+                             path: Path) -> list[str]:
+    """The backup directory must be neither compose_dir, nor in the tracker's own storage,
+    nor inside a config path (each set would archive every set before it)."""
+    directory, compose_dir = backup.get("directory"), deployment.get("compose_dir")
+    if directory is None or compose_dir is None:
+        return []
+    setting = f"{path}: [backup] directory: {directory}"
+    if directory == compose_dir:
+        return [f"{setting} is compose_dir itself; choose a directory of its own"]
+    storage = compose_dir / TRACKER_STORAGE
+    if directory.is_relative_to(storage):
+        return [f"{setting} is inside {storage}, the tracker's own storage (the tracker "
+                "container can write there); choose a directory outside it"]
+    for relative in backup.get("config_paths", DEFAULT_CONFIG_PATHS):
+        if directory.is_relative_to(compose_dir / relative):
+            return [f"{setting} is inside config path {relative!r}, which every backup "
+                    "archives: each set would hold all the sets before it"]
+    return []
+
+
 def _cross_checks(sections: dict[str, dict[str, Any]], path: Path) -> list[str]:
-    problems = []
+    """Problems of settings that are each valid but contradict one another."""
+    problems = _backup_directory_checks(sections["deployment"], sections["backup"], path)
     deployment, backup, retention = (
         sections["deployment"],
         sections["backup"],

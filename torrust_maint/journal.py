@@ -173,7 +173,8 @@ def add_file_log(path: Path) -> logging.Handler | None:
         else:
             os.fchmod(fd, 0o640)
             os.close(fd)
-        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8",
+                                                      errors="backslashreplace")
     except OSError as error:
         logging.getLogger(__name__).warning(
             "[logging] file: cannot open %s: %s; logging to it is off for this run",
