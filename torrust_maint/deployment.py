@@ -226,8 +226,16 @@ def discover(settings: DeploymentConfig, docker: Docker) -> Deployment:
 
 
 def parse_mysql_dsn(dsn: str, origin: str) -> dict[str, str | int]:
-    """user, password, host, port and database of a ``mysql://`` DSN (percent-decoded)."""
-    parts = urllib.parse.urlsplit(dsn)
+    """user, password, host, port and database of a ``mysql://`` DSN (percent-decoded), split
+    as the tracker's URL parser splits it; what it would not read the same way is refused.
+    Errors never show the DSN: it holds the password."""
+    userinfo, rest, tail = _split_userinfo(dsn)
+    _refuse_unreadable_dsn(dsn, tail, origin)
+    try:
+        parts = urllib.parse.urlsplit(rest)
+    except ValueError:
+        raise ConfigError(f"{origin}: {ENV_DB_PATH} has an invalid host") from None
+    user, _, password = (userinfo or "").partition(":")
     problems = []
     if parts.scheme != "mysql":
         problems.append("does not start with mysql://")
@@ -237,15 +245,51 @@ def parse_mysql_dsn(dsn: str, origin: str) -> dict[str, str | int]:
         problems.append("has an invalid port")
         port = 3306
     database = urllib.parse.unquote(parts.path.lstrip("/"))
-    if not parts.username:
+    if not user:
         problems.append("has no user")
     if not database:
         problems.append("has no database name")
-    if problems:  # never show the DSN itself: it holds the password
+    if problems:
         raise ConfigError(f"{origin}: {ENV_DB_PATH} {' and '.join(problems)}")
-    return {"user": urllib.parse.unquote(parts.username or ""),
-            "password": urllib.parse.unquote(parts.password or ""),
+    return {"user": _dsn_decode(user, origin), "password": _dsn_decode(password, origin),
             "host": parts.hostname or "", "port": port, "database": database}
+
+
+def _split_userinfo(dsn: str) -> tuple[str | None, str, str]:
+    """(user information or None, the DSN without it, what follows the host), split as URL
+    parsers do: the authority ends at the first '/', '?' or '#', the user information at its
+    last '@' (so a raw '@' or ':' in the password is read as the tracker reads it)."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return None, dsn, ""
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    return (userinfo if at else None), f"{scheme}{sep}{host}{rest[end:]}", rest[end:]
+
+
+def _refuse_unreadable_dsn(dsn: str, tail: str, origin: str) -> None:
+    """Refuse what URL parsers read differently from what was meant: control characters
+    (they drop line breaks and tabs) and a raw '/', '?' or '#' in the user or password."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in dsn):
+        raise ConfigError(f"{origin}: {ENV_DB_PATH} holds a control character such as a line "
+                          "break, which URL parsers drop: percent-encode it (a line break is "
+                          "%0A, a tab %09)")
+    if "@" in tail:
+        raise ConfigError(f"{origin}: {ENV_DB_PATH} has an '@' after its host: a '/', '?' or "
+                          "'#' in the user or password must be percent-encoded (%2F, %3F, %23)")
+
+
+def _dsn_decode(value: str, origin: str) -> str:
+    """A percent-decoded user or password; refused when it is not UTF-8 or holds a NUL."""
+    try:
+        decoded = urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{origin}: {ENV_DB_PATH}: the user or password is not UTF-8 once "
+                          "percent-decoded") from None
+    if "\0" in decoded:
+        raise ConfigError(f"{origin}: {ENV_DB_PATH}: the user or password holds a NUL (%00), "
+                          "which MySQL's client tools cannot take")
+    return decoded
 
 
 def _mysql_credentials(sources, env: dict[str, str], compose_dir: Path) -> tuple[dict, str]:

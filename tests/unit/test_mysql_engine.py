@@ -9,24 +9,35 @@ from __future__ import annotations
 import configparser
 import io
 import queue
+import signal
 import threading
+import time
+import urllib.parse
 
 import pytest
 
-from torrust_maint.deployment import MysqlDatabase
+from torrust_maint.deployment import ENV_DB_PATH, MysqlDatabase, parse_mysql_dsn
 from torrust_maint.docker import Container
 from torrust_maint.engines import mysql
 from torrust_maint.engines.mysql import (
+    CHECKSUM_METHOD,
     DUMP_OPTIONS,
+    HEADER_LIMIT,
+    LEGACY_CHECKSUM_METHOD,
+    READY_LINE,
     SANDBOX_LINE,
+    STARTER,
     MysqlSnapshot,
     checksum_expression,
+    checksum_for,
     dump_options,
     dump_tool,
+    legacy_checksum_expression,
     option_file,
     quote_name,
+    table_summary,
 )
-from torrust_maint.errors import MaintError
+from torrust_maint.errors import ConfigError, Interrupted, MaintError, VerificationInconclusive
 
 DB_ID = "d" * 64
 PASSWORD = "Pw-S3cret"  # noqa: S105 - a test value
@@ -52,6 +63,26 @@ def test_option_file_exact_bytes():
 def test_option_file_backslash_before_quote_is_escaped_separately():
     # `\"` must become `\\\"` (an escaped backslash, then an escaped quote), not `\\"`.
     assert option_file("u", '\\"') == b'[client]\nuser="u"\npassword="\\\\\\""\n'
+
+
+def test_option_file_escapes_line_breaks_and_control_characters():
+    # A raw line break would end the option's line: the reader would see a truncated password.
+    assert option_file("u", "a\nb\tc\rd\be") == \
+        b'[client]\nuser="u"\npassword="a\\nb\\tc\\rd\\be"\n'
+
+
+def test_option_file_refuses_a_nul():
+    with pytest.raises(MaintError) as caught:
+        option_file("u", "a\0b")
+    assert str(caught.value) == ("the MySQL password holds a NUL character, which MySQL's "
+                                 "client tools cannot read from an option file")
+
+
+def test_option_file_refuses_a_line_too_long_for_the_reader():
+    option_file("u", "x" * (mysql.OPTION_LINE_LIMIT - len('password=""')))
+    with pytest.raises(MaintError, match="too long for an option file line") as caught:
+        option_file("u", "\n" * 2000)  # 4000 bytes escaped
+    assert "\n" * 2 not in str(caught.value)
 
 
 def mysql_option_value(raw: str) -> str:
@@ -92,6 +123,13 @@ def mysql_option_value(raw: str) -> str:
     ("u", "  spaced  "),
     ("u", "ends with backslash\\"),
     ("u", '\\\\"\\n'),
+    ("u", "line\nbreak\ttab\rreturn\bbackspace"),
+    ("u", "".join(chr(code) for code in range(0x20, 0x7F)) + "\n"),  # every printable, a newline
+    ("u", "\n"),
+    ("u", ""),
+    ("u", "#no comment"),
+    ("u", "'single' \"double\""),
+    ("tr@ck'er", "ümlaut"),
 ])
 def test_option_file_reads_back_as_mysql_reads_it(tmp_path, user, password):
     path = tmp_path / "client.cnf"
@@ -102,6 +140,58 @@ def test_option_file_reads_back_as_mysql_reads_it(tmp_path, user, password):
     assert parser.sections() == ["client"]
     assert mysql_option_value(parser["client"]["user"]) == user
     assert mysql_option_value(parser["client"]["password"]) == password
+
+
+# -- hostile passwords in the tracker's DSN ----------------------------------------------------
+
+PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))  # every printable ASCII character
+DEPLOYER_ENCODES = ":@/#?%+ "  # the deployer percent-encodes only these
+ORIGIN = "tracker container compose-tracker-1 environment"
+
+
+def deployer_encoded(password: str) -> str:
+    return "".join(urllib.parse.quote(char, safe="") if char in DEPLOYER_ENCODES else char
+                   for char in password)
+
+
+def dsn_with(password_in_url: str) -> str:
+    return f"mysql://db_user:{password_in_url}@mysql:3306/torrust_tracker"
+
+
+@pytest.mark.parametrize("password,in_url", [
+    (PRINTABLE, deployer_encoded(PRINTABLE)),
+    (PRINTABLE + "\n\tü", urllib.parse.quote(PRINTABLE + "\n\tü", safe="")),
+    # Raw (not encoded): read as the tracker's URL parser reads it, the last '@' ends it.
+    ("p@ss:w\"o'r\\d[x]{y}|^`~$!&*()=;,<> +%zz%", "p@ss:w\"o'r\\d[x]{y}|^`~$!&*()=;,<> +%zz%"),
+    ("a[b", "a[b"),  # urlsplit alone raises "Invalid IPv6 URL" on this
+    ("100%", "100%"),
+    ("", ""),
+])
+def test_dsn_passwords_are_read_as_the_tracker_reads_them(password, in_url):
+    parsed = parse_mysql_dsn(dsn_with(in_url), ORIGIN)
+    assert parsed == {"user": "db_user", "password": password, "host": "mysql", "port": 3306,
+                      "database": "torrust_tracker"}
+
+
+@pytest.mark.parametrize("in_url,problem", [
+    ("Sekr3t/Pw", "has an '@' after its host: a '/', '?' or '#' in the user or password must "
+                  "be percent-encoded (%2F, %3F, %23)"),
+    ("Sekr3t?Pw", "has an '@' after its host"),
+    ("Sekr3t#Pw", "has an '@' after its host"),
+    ("Sekr3t" + deployer_encoded(PRINTABLE + "\n"),  # the deployer leaves a line break raw
+     "holds a control character such as a line break, which URL parsers drop: "
+     "percent-encode it (a line break is %0A, a tab %09)"),
+    ("Sekr3t\tPw", "holds a control character"),
+    ("Sekr3t\rPw", "holds a control character"),
+    ("Sekr3t%00Pw", "the user or password holds a NUL (%00)"),
+    ("Sekr3t%FFPw", "the user or password is not UTF-8 once percent-decoded"),
+])
+def test_dsn_passwords_it_cannot_read_are_refused_by_name(in_url, problem):
+    with pytest.raises(ConfigError) as caught:
+        parse_mysql_dsn(dsn_with(in_url), ORIGIN)
+    message = str(caught.value)
+    assert message.startswith(f"{ORIGIN}: {ENV_DB_PATH}") and problem in message
+    assert "Sekr3t" not in message  # no part of the password, encoded or not
 
 
 # -- the MariaDB sandbox line ----------------------------------------------------------------
@@ -144,13 +234,51 @@ def test_quote_name_doubles_backticks():
 
 def test_checksum_expression():
     assert checksum_expression(["`id`", "`info_hash`"]) == (
-        "BIT_XOR(CAST(CRC32(CONCAT_WS('#', `id`, `info_hash`, "
-        "CONCAT(ISNULL(`id`), ISNULL(`info_hash`)))) AS UNSIGNED))")
+        "SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(`id`), QUOTE(`info_hash`))), 15), 16, 10) "
+        "AS UNSIGNED))")
 
 
 def test_checksum_expression_one_column():
     assert checksum_expression(["`k`"]) == (
-        "BIT_XOR(CAST(CRC32(CONCAT_WS('#', `k`, CONCAT(ISNULL(`k`)))) AS UNSIGNED))")
+        "SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(`k`))), 15), 16, 10) AS UNSIGNED))")
+
+
+def test_legacy_checksum_expression_is_the_one_old_sets_recorded():
+    assert legacy_checksum_expression(["`id`", "`info_hash`"]) == (
+        "BIT_XOR(CAST(CRC32(CONCAT_WS('#', `id`, `info_hash`, "
+        "CONCAT(ISNULL(`id`), ISNULL(`info_hash`)))) AS UNSIGNED))")
+    assert LEGACY_CHECKSUM_METHOD == "BIT_XOR(CRC32(CONCAT_WS('#', columns..., null flags)))"
+
+
+@pytest.mark.parametrize("manifest,expression", [
+    ({"checksum_method": CHECKSUM_METHOD}, checksum_expression),
+    ({"checksum_method": LEGACY_CHECKSUM_METHOD}, legacy_checksum_expression),
+    ({}, legacy_checksum_expression),
+])
+def test_checksum_for_follows_the_manifest(manifest, expression):
+    assert checksum_for(manifest) is expression
+
+
+def test_checksum_for_an_unknown_method_is_inconclusive():
+    with pytest.raises(VerificationInconclusive, match="'CRC64' is unknown"):
+        checksum_for({"checksum_method": "CRC64"})
+
+
+def test_table_summary_uses_the_sets_checksum():
+    asked = []
+
+    def run_query(sql):
+        asked.append(sql)
+        if "information_schema.tables" in sql:
+            return [["t"]]
+        if "information_schema.columns" in sql:
+            return [["a"]]
+        return [["2", "NULL" if "BIT_XOR" in sql else "77"]]
+
+    assert table_summary(run_query, legacy_checksum_expression) == ({"t": 2}, {"t": 0})
+    assert table_summary(run_query) == ({"t": 2}, {"t": 77})
+    assert asked[2] == f"SELECT COUNT(*), {legacy_checksum_expression(['`a`'])} FROM `t`"
+    assert asked[5] == f"SELECT COUNT(*), {checksum_expression(['`a`'])} FROM `t`"
 
 
 # -- dump tool and options -------------------------------------------------------------------
@@ -319,10 +447,12 @@ TABLES = {
 
 
 def snapshot_of(process: FakeProcess, connection: FakeConnection | None = None,
-                tool: str = "mariadb-dump", version: str = MARIADB_DUMP_VERSION) -> MysqlSnapshot:
+                tool: str = "mariadb-dump", version: str = MARIADB_DUMP_VERSION,
+                timeout: float = mysql.SNAPSHOT_TIMEOUT) -> MysqlSnapshot:
     return MysqlSnapshot(database=database(), process=process,
                          connection=connection or FakeConnection(TABLES), tool=tool,
-                         tool_version=version, server_version="11.4.2-MariaDB-ubu2404")
+                         tool_version=version, server_version="11.4.2-MariaDB-ubu2404",
+                         timeout=timeout)
 
 
 VERBOSE = (b"-- Connecting to localhost...\n-- Starting transaction...\n"
@@ -356,16 +486,16 @@ def test_complete_dump_with_the_sandbox_line():
     assert snapshot.table_checksums == {"keys": 0, "torrents": 3735928559, "we`ird": 42}
     counts = [sql for sql, _ in connection.executed if sql.startswith("SELECT COUNT(*)")]
     assert counts == [
-        "SELECT COUNT(*), BIT_XOR(CAST(CRC32(CONCAT_WS('#', `id`, `key`, `valid_until`, "
-        "CONCAT(ISNULL(`id`), ISNULL(`key`), ISNULL(`valid_until`)))) AS UNSIGNED)) FROM `keys`",
-        "SELECT COUNT(*), BIT_XOR(CAST(CRC32(CONCAT_WS('#', `id`, `info_hash`, `completed`, "
-        "CONCAT(ISNULL(`id`), ISNULL(`info_hash`), ISNULL(`completed`)))) AS UNSIGNED)) "
-        "FROM `torrents`",
-        "SELECT COUNT(*), BIT_XOR(CAST(CRC32(CONCAT_WS('#', `a``b`, CONCAT(ISNULL(`a``b`)))) "
+        "SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(`id`), QUOTE(`key`), "
+        "QUOTE(`valid_until`))), 15), 16, 10) AS UNSIGNED)) FROM `keys`",
+        "SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(`id`), QUOTE(`info_hash`), "
+        "QUOTE(`completed`))), 15), 16, 10) AS UNSIGNED)) FROM `torrents`",
+        "SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(`a``b`))), 15), 16, 10) "
         "AS UNSIGNED)) FROM `we``ird`",
     ]
     assert connection.executed[-1] == ("COMMIT", None)
     manifest = snapshot.manifest()
+    assert manifest["checksum_method"] == CHECKSUM_METHOD
     assert manifest["sandbox_line_removed"] is True
     assert manifest["tables"] == {"keys": 0, "torrents": 3, "we`ird": 1}
     assert manifest["table_checksums"]["torrents"] == 3735928559
@@ -454,11 +584,13 @@ def test_verbose_lines_and_blank_lines_are_not_problems():
 # -- open ------------------------------------------------------------------------------------
 
 class ScriptedStderr:
-    """The dump's stderr, one line at a time as the test releases them. Like the real tool,
-    it says nothing before its option file (stdin) is closed."""
+    """The dump's stderr, one line at a time as the test releases them. The starter's line
+    comes first (with `ready`; an Event: once it is set); like the real tool, it then says
+    nothing before its option file (stdin) is closed."""
 
-    def __init__(self, stdin: FakeStdin):
+    def __init__(self, stdin: FakeStdin, ready: bool | threading.Event = True):
         self.stdin = stdin
+        self.ready = ready
         self.lines: queue.Queue = queue.Queue()
         self.asked = 0
         self.condition = threading.Condition()
@@ -468,6 +600,11 @@ class ScriptedStderr:
         return self
 
     def __next__(self) -> bytes:
+        if self.ready:
+            if isinstance(self.ready, threading.Event):
+                assert self.ready.wait(10)
+            self.ready = False
+            return READY_LINE.encode() + b"\n"
         assert self.stdin.closed_event.wait(10), "the dump reads its option file to EOF first"
         with self.condition:
             self.asked += 1
@@ -487,7 +624,9 @@ class ScriptedStderr:
 
 
 def start_open(snapshot: MysqlSnapshot):
+    """open() in a thread, its stderr read from the start as prepare() does."""
     outcome: dict = {}
+    snapshot.start_reading()
 
     def run():
         try:
@@ -534,12 +673,13 @@ def test_open_waits_for_the_line_after_starting_transaction():
 
 def test_open_fails_when_the_dump_exits_before_its_snapshot():
     events: list[str] = []
-    stderr = (b"-- Connecting to 172.20.0.3...\n"
+    stderr = (READY_LINE.encode() + b"\n-- Connecting to 172.20.0.3...\n"
               b"mariadb-dump: Got error: 1045: \"Access denied for user 'db_user'@'172.20.0.2' "
               b"(using password: YES)\" when trying to connect\n")
     process = FakeProcess(stderr=stderr, returncode=2, exited=True, events=events)
     connection = FakeConnection(TABLES, events)
     snapshot = snapshot_of(process, connection)
+    snapshot.start_reading()
     with pytest.raises(MaintError) as caught:
         snapshot.open()
     assert str(caught.value) == (
@@ -550,22 +690,100 @@ def test_open_fails_when_the_dump_exits_before_its_snapshot():
     assert not process.killed  # it had ended already
 
 
-def test_open_times_out_and_kills_the_dump(monkeypatch):
-    monkeypatch.setattr(mysql, "SNAPSHOT_TIMEOUT", 0.2)
+def test_open_times_out_and_kills_the_dump():
     events: list[str] = []
     process = FakeProcess(events=events)
     process.stderr = stderr = ScriptedStderr(process.stdin)
     connection = FakeConnection(TABLES, events)
-    snapshot = snapshot_of(process, connection)
+    snapshot = snapshot_of(process, connection, timeout=0.3)
+    snapshot.start_reading()
+    stderr.lines.put(b"-- Connecting to 172.20.0.3...\n")
+    began = time.monotonic()
     try:
         with pytest.raises(MaintError) as caught:
             snapshot.open()
     finally:
         stderr.lines.put(None)
-    assert str(caught.value) == "mariadb-dump did not open its snapshot: timeout"
+    assert 0.3 <= time.monotonic() - began < 2
+    assert str(caught.value) == (
+        "mariadb-dump did not open its snapshot within 0.3 s ([deployment] snapshot_timeout; "
+        "its last progress line: '-- Connecting to 172.20.0.3...'); it was killed and the "
+        "tracker is started again: this run made no backup")
     assert process.killed
     assert events[-3:] == ["kill", "wait", "connection closed"]
     assert process.stdout.closed and stderr.closed
+
+
+def test_open_uses_the_timeout_it_is_given():
+    process = FakeProcess()
+    process.stderr = stderr = ScriptedStderr(process.stdin)
+    snapshot = snapshot_of(process, timeout=30)
+    snapshot.start_reading()
+    began = time.monotonic()
+    try:
+        with pytest.raises(MaintError, match=r"within 0\.2 s .* it printed nothing"):
+            snapshot.open(timeout=0.2)
+    finally:
+        stderr.lines.put(None)
+    assert time.monotonic() - began < 2
+
+
+def test_open_gives_up_at_once_on_a_held_back_signal(monkeypatch):
+    polls = []
+
+    def pending_signal():
+        polls.append(time.monotonic())
+        return signal.SIGTERM if len(polls) >= 2 else None
+
+    monkeypatch.setattr(mysql, "pending_signal", pending_signal)
+    events: list[str] = []
+    process = FakeProcess(events=events)
+    process.stderr = stderr = ScriptedStderr(process.stdin)
+    connection = FakeConnection(TABLES, events)
+    snapshot = snapshot_of(process, connection, timeout=30)
+    snapshot.start_reading()
+    began = time.monotonic()
+    try:
+        with pytest.raises(Interrupted) as caught:
+            snapshot.open()
+    finally:
+        stderr.lines.put(None)
+    assert caught.value.signum == signal.SIGTERM
+    assert time.monotonic() - began < 1  # polled every 50 ms, not after the 30 s
+    assert process.killed and connection.closed
+
+
+def test_stdout_past_the_header_proves_the_snapshot_while_stderr_lags():
+    # docker exec sends both streams over one connection: the tool's progress lines can
+    # arrive after its first rows. Rows past the header exist only once its transaction is.
+    body = DUMP_BODY + b"INSERT INTO `torrents` VALUES (1);\n" * (HEADER_LIMIT // 20)
+    process = FakeProcess(stdout=body + TRAILER)
+    process.stderr = stderr = ScriptedStderr(process.stdin)
+    snapshot = snapshot_of(process, timeout=30)
+    thread, outcome = start_open(snapshot)
+    thread.join(5)
+    try:
+        assert outcome == {"result": snapshot}
+        assert snapshot.stderr_lines == []  # nothing from stderr yet
+        assert HEADER_LIMIT < len(snapshot.head) <= 2 * HEADER_LIMIT + 1
+    finally:
+        for line in VERBOSE.splitlines(keepends=True):
+            stderr.lines.put(line)
+        stderr.lines.put(None)
+    out = io.BytesIO()
+    snapshot.export_to(out)
+    assert out.getvalue() == body + TRAILER  # the bytes read while waiting come first, once
+
+
+def test_a_small_dump_that_ended_opens_from_its_progress_lines():
+    process = FakeProcess(stdout=DUMP_BODY + TRAILER, stderr=READY_LINE.encode() + b"\n" + VERBOSE,
+                          exited=True)
+    snapshot = snapshot_of(process)
+    snapshot.start_reading()
+    assert snapshot.open() is snapshot
+    out = io.BytesIO()
+    snapshot.export_to(out)
+    assert out.getvalue() == DUMP_BODY + TRAILER
 
 
 # -- prepare ---------------------------------------------------------------------------------
@@ -577,20 +795,108 @@ def test_prepare_feeds_the_credentials_through_stdin(monkeypatch, docker, fake_d
     fake_docker.on_exec(DB_ID, ["mariadb-dump", "--version"], MARIADB_DUMP_VERSION.encode() + b"\n")
     started = []
     process = FakeProcess()
+    process.stderr = stderr = ScriptedStderr(process.stdin)
 
     def exec_stream(container_id, argv):
         started.append((container_id, argv))
         return process
 
     monkeypatch.setattr(docker, "exec_stream", exec_stream)
-    snapshot = mysql.prepare(docker, database('s"e\\cret'))
-    assert started == [(DB_ID, ["mariadb-dump", "--defaults-extra-file=/dev/stdin",
-                                *DUMP_OPTIONS, "torrust_tracker"])]
+    try:
+        snapshot = mysql.prepare(docker, database('s"e\\cret'), timeout=7)
+    finally:
+        stderr.lines.put(None)
+    assert started == [(DB_ID, ["sh", "-c", STARTER, "sh", "mariadb-dump",
+                                "--defaults-extra-file=/dev/stdin", *DUMP_OPTIONS,
+                                "torrust_tracker"])]
     assert process.stdin.data == b'[client]\nuser="db_user"\npassword="s\\"e\\\\cret"\n'
     assert not process.stdin.closed  # closed inside the window, by open()
+    assert snapshot.ready_seen and snapshot.timeout == 7
     assert (snapshot.tool, snapshot.tool_version, snapshot.server_version) == \
         ("mariadb-dump", MARIADB_DUMP_VERSION, "11.4.2-MariaDB-ubu2404")
     assert connection.executed == [("SELECT VERSION()", None)]
+
+
+def test_the_starter_reports_then_becomes_the_tool():
+    # The real shell: the line on stderr, then exec (same process, argv passed unchanged).
+    import subprocess
+
+    done = subprocess.run(["sh", "-c", STARTER, "sh", "printf", "%s|", "a b", "$HOME", "'"],
+                          capture_output=True, text=True, check=True)
+    assert done.stderr == READY_LINE + "\n"
+    assert done.stdout == "a b|$HOME|'|"
+
+
+def prepare_with(monkeypatch, docker, fake_docker, process, timeout=5):
+    """mysql.prepare() against `process` as the exec'd starter; its connection is returned."""
+    connection = FakeConnection(TABLES)
+    connection.answer = lambda sql, params: [("11.4.2-MariaDB-ubu2404",)]
+    monkeypatch.setattr(mysql, "connect", lambda db: connection)
+    fake_docker.on_exec(DB_ID, ["mariadb-dump", "--version"], MARIADB_DUMP_VERSION.encode())
+    monkeypatch.setattr(docker, "exec_stream", lambda container_id, argv: process)
+    return connection, lambda: mysql.prepare(docker, database(), timeout=timeout)
+
+
+def test_prepare_waits_until_the_tool_runs(monkeypatch, docker, fake_docker):
+    process = FakeProcess()
+    runs = threading.Event()
+    process.stderr = stderr = ScriptedStderr(process.stdin, ready=runs)
+    _, prepare = prepare_with(monkeypatch, docker, fake_docker, process)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=prepare()), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        assert thread.is_alive() and outcome == {}  # no window before the tool runs
+        runs.set()
+        thread.join(5)
+        assert outcome["result"].ready_seen
+    finally:
+        stderr.lines.put(None)
+
+
+def test_prepare_fails_before_the_window_when_the_tool_cannot_start(monkeypatch, docker,
+                                                                    fake_docker):
+    process = FakeProcess(stderr=b'OCI runtime exec failed: exec: "sh": executable file not '
+                                 b'found in $PATH: unknown\n', returncode=126, exited=True)
+    connection, prepare = prepare_with(monkeypatch, docker, fake_docker, process)
+    with pytest.raises(MaintError) as caught:
+        prepare()
+    assert str(caught.value) == (
+        'mariadb-dump could not be started in container compose-mysql-1: OCI runtime exec '
+        'failed: exec: "sh": executable file not found in $PATH: unknown; the tracker was not '
+        'stopped')
+    assert connection.closed and process.stderr.closed
+
+
+def test_prepare_gives_up_when_the_tool_does_not_start(monkeypatch, docker, fake_docker):
+    process = FakeProcess()
+    process.stderr = stderr = ScriptedStderr(process.stdin, ready=False)
+    connection, prepare = prepare_with(monkeypatch, docker, fake_docker, process, timeout=0.2)
+    began = time.monotonic()
+    try:
+        with pytest.raises(MaintError) as caught:
+            prepare()
+    finally:
+        stderr.lines.put(None)
+    assert time.monotonic() - began < 2
+    assert str(caught.value) == (
+        "mariadb-dump did not start within 0.2 s ([deployment] snapshot_timeout; it printed "
+        "nothing); it was killed and the tracker was not stopped: this run made no backup")
+    assert process.killed and connection.closed
+
+
+def test_prepare_refuses_an_unwritable_password_before_connecting(monkeypatch, docker):
+    monkeypatch.setattr(mysql, "connect", lambda db: pytest.fail("connected"))
+    with pytest.raises(MaintError, match="holds a NUL character"):
+        mysql.prepare(docker, database("a\0b"))
+
+
+def test_connect_sends_the_password_as_utf8(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(mysql.pymysql, "connect", lambda **kwargs: seen.update(kwargs))
+    mysql.connect(database("pässwörd"))
+    assert seen["password"] == "pässwörd".encode()  # as the option file sends it
 
 
 class LateStderrProcess(FakeProcess):
@@ -615,6 +921,7 @@ class LateStderrProcess(FakeProcess):
 
 def opened(process: LateStderrProcess) -> MysqlSnapshot:
     snapshot = snapshot_of(process)
+    snapshot.start_reading()
     for line in VERBOSE.splitlines(keepends=True)[:3]:
         process.stderr.lines.put(line)
     assert snapshot.open() is snapshot

@@ -340,7 +340,8 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
     notify.status("preparing the snapshot")
     # A restore replaces the live files: it needs a snapshot that does not hold them open.
     prepared = engine.prepare(docker, deployment.database, snapshot_dir,
-                              live_handle_ok=inside_window is None)
+                              live_handle_ok=inside_window is None,
+                              timeout=config.deployment.snapshot_timeout)
     # A MySQL snapshot is an open transaction on the live database: a restore has to wait for
     # the dump to finish, so it is exported inside the window.
     export_first = inside_window is not None and deployment.driver == "mysql"

@@ -9,10 +9,16 @@ Both read views see the same state, the one committed before the stop; the track
 again and the dump streams from its snapshot while the tracker serves, so the downtime does
 not grow with the database. The pymysql snapshot gives the manifest's per-table row counts
 and checksums of exactly the dumped state.
+
+A shell starts the tool after printing a line on stderr: the window opens only once that line
+arrived (the process runs). docker exec sends stdout and stderr over one stream, and stderr
+can lag behind; so while open() waits for the tool's progress line it also reads stdout, and
+more stdout than a dump's header proves the snapshot open as well. Both waits are bounded.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import secrets
@@ -21,13 +27,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import pymysql
 
 from torrust_maint.compress import CHUNK
 from torrust_maint.deployment import MysqlDatabase
 from torrust_maint.docker import Docker
-from torrust_maint.errors import DockerError, MaintError
+from torrust_maint.errors import (
+    DockerError,
+    Interrupted,
+    MaintError,
+    VerificationFailed,
+    VerificationInconclusive,
+)
+from torrust_maint.window import pending_signal
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +57,17 @@ DUMP_OPTIONS = (
     "--verbose",  # progress on stderr: tells us when the snapshot is established
 )
 ORACLE_ONLY_OPTIONS = ("--set-gtid-purged=OFF",)  # mysqldump 8.x; mariadb-dump lacks it
-SNAPSHOT_TIMEOUT = 60
+SNAPSHOT_TIMEOUT = 15  # default of [deployment] snapshot_timeout: the longest wait in the window
+POLL_SECONDS = 0.05  # how often a wait in the window looks for a held-back signal
+# The dump's header, written before its transaction starts, is a few hundred bytes: more stdout
+# than this proves that the transaction is open even while its stderr lags behind.
+HEADER_LIMIT = 64 * 1024
+READY_LINE = "torrust-maint: dump tool started, reading its option file"
+# Reports on stderr, before the window, that the exec'd process runs; then becomes the tool.
+STARTER = f'echo "{READY_LINE}" >&2 && exec "$@"'
+OPTION_LINE_LIMIT = 4000  # the option-file reader's line buffer is 4096 bytes
+OPTION_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t",
+                                "\r": "\\r", "\b": "\\b"})
 STDERR_DRAIN_TIMEOUT = 10  # after the exit: the reader's last lines may still be in the pipe
 TRAILER = b"-- Dump completed"
 # MariaDB >= 10.5.25/10.6.18/10.11.8 starts dumps with this line, which MySQL 8's client
@@ -53,19 +77,28 @@ FILE_STEM = "database.sql"
 
 
 def option_file(user: str, password: str) -> bytes:
-    """A [client] option file; values quoted and escaped as MySQL option files expect."""
+    """A [client] option file; values quoted and escaped as MySQL option files expect.
 
-    def quote(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return f"[client]\nuser={quote(user)}\npassword={quote(password)}\n".encode()
+    Refuses (MaintError) a value no option file can carry: a NUL, or a line too long."""
+    lines = [b"[client]"]
+    for name, value in (("user", user), ("password", password)):
+        if "\0" in value:
+            raise MaintError(f"the MySQL {name} holds a NUL character, which MySQL's client "
+                             "tools cannot read from an option file")
+        lines.append(f'{name}="{value.translate(OPTION_ESCAPES)}"'.encode())
+        if len(lines[-1]) > OPTION_LINE_LIMIT:
+            raise MaintError(f"the MySQL {name} is too long for an option file line "
+                             f"({len(lines[-1])} bytes escaped, at most {OPTION_LINE_LIMIT})")
+    return b"\n".join(lines) + b"\n"
 
 
 def connect(database: MysqlDatabase) -> pymysql.connections.Connection:
-    """A connection to the database container's address; errors never show the password."""
+    """A connection to the database container's address; errors never show the password.
+
+    The password goes as UTF-8 bytes, as the client tools send it (pymysql's own is latin-1)."""
     try:
         return pymysql.connect(host=database.host, port=database.port, user=database.user,
-                               password=database.password, database=database.database,
+                               password=database.password.encode(), database=database.database,
                                charset="utf8mb4", connect_timeout=10, autocommit=True)
     except pymysql.err.MySQLError as error:
         raise MaintError(
@@ -95,39 +128,117 @@ class MysqlSnapshot:
     tool: str
     tool_version: str
     server_version: str
+    timeout: float = SNAPSHOT_TIMEOUT
     stderr_lines: list[str] = field(default_factory=list)
+    started: threading.Event = field(default_factory=threading.Event)
     snapshot_open: threading.Event = field(default_factory=threading.Event)
+    stderr_ended: threading.Event = field(default_factory=threading.Event)
+    head: bytearray = field(default_factory=bytearray, repr=False)
     table_rows: dict[str, int] = field(default_factory=dict)
     table_checksums: dict[str, int] = field(default_factory=dict)
     sandbox_line_removed: bool = False
+    ready_seen: bool = False
     stderr_reader: threading.Thread | None = field(default=None, repr=False)
+    head_reader: threading.Thread | None = field(default=None, repr=False)
 
     def _read_stderr(self) -> None:
-        started = False
+        """Collect the tool's stderr; mark the starter's line and the line after "Starting
+        transaction" (the snapshot is open); at the end, stop every wait."""
+        in_transaction = False
         assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.stderr_lines.append(line)
-            if started:
-                self.snapshot_open.set()  # the line after "Starting transaction": it is open
-            if line.startswith("-- Starting transaction"):
-                started = True
-        self.snapshot_open.set()  # the process ended: stop waiting either way
+        try:
+            for raw in self.process.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line == READY_LINE and not self.ready_seen:
+                    self.ready_seen = True
+                    self.started.set()
+                    continue
+                self.stderr_lines.append(line)
+                if in_transaction:
+                    self.snapshot_open.set()
+                in_transaction = in_transaction or line.startswith("-- Starting transaction")
+        except (OSError, ValueError):
+            pass  # closed under us by close(): the process is gone
+        finally:
+            self.stderr_ended.set()
+            self.started.set()
+            self.snapshot_open.set()
 
-    def open(self) -> MysqlSnapshot:
-        """Inside the window: start both snapshot transactions and wait until they are open."""
+    def _read_head(self) -> None:
+        """Read the dump's first bytes while open() waits. docker exec sends stdout and stderr
+        over one stream: unread stdout (a full pipe) would hold back the stderr line awaited."""
+        stdout = cast(io.BufferedReader, self.process.stdout)  # Popen: a buffered pipe
+        try:
+            while len(self.head) <= HEADER_LIMIT:
+                chunk = stdout.read1(HEADER_LIMIT)
+                if not chunk:
+                    return
+                self.head.extend(chunk)
+            self.snapshot_open.set()  # past the header: the dump's transaction is open
+        except (OSError, ValueError):
+            pass  # closed under us by close(): the process is gone
+
+    def start_reading(self) -> None:
+        """Read stderr from the start: the starter's line, then the tool's progress."""
+        self.stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self.stderr_reader.start()
+
+    def wait_started(self) -> None:
+        """Before the window: until the exec'd process reports that it runs (bounded)."""
+        self._wait(self.started, self.timeout, "did not start", "the tracker was not stopped")
+        if not self.ready_seen or self._failed():
+            self.close()
+            raise MaintError(f"{self.tool} could not be started in container "
+                             f"{self.database.container.name}: "
+                             f"{self.problems() or 'no message'}; the tracker was not stopped")
+
+    def open(self, timeout: float | None = None) -> MysqlSnapshot:
+        """Inside the window: start both snapshot transactions and wait until they are open,
+        at most `timeout` seconds ([deployment] snapshot_timeout)."""
         with self.connection.cursor() as cursor:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        self.stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self.stderr_reader.start()
+        self.head_reader = threading.Thread(target=self._read_head, daemon=True)
+        self.head_reader.start()
         assert self.process.stdin is not None
         self.process.stdin.close()  # the dump reads its option file to EOF, then connects
-        if not self.snapshot_open.wait(SNAPSHOT_TIMEOUT) or self.process.poll() not in (None, 0):
+        self._wait(self.snapshot_open, self.timeout if timeout is None else timeout,
+                   "did not open its snapshot", "the tracker is started again")
+        if self._failed():
             self.close()
-            reason = self.problems() or "timeout"
-            raise MaintError(f"{self.tool} did not open its snapshot: {reason}")
+            raise MaintError(f"{self.tool} did not open its snapshot: "
+                             f"{self.problems() or 'exit ' + str(self.process.poll())}")
         return self
+
+    def _failed(self) -> bool:
+        """Whether the tool ended with an error. Only once its stderr ended: then its exit is
+        near (bounded by the timeout all the same)."""
+        if not self.stderr_ended.is_set():
+            return False
+        try:
+            return self.process.wait(timeout=self.timeout) != 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _wait(self, event: threading.Event, seconds: float, what: str, after: str) -> None:
+        """Wait for `event` at most `seconds`, polling for a held-back signal; on a signal or
+        the timeout, stop the tool and raise."""
+        deadline = time.monotonic() + seconds
+        while not event.wait(POLL_SECONDS):
+            signum = pending_signal()
+            if signum is not None:
+                self.close()
+                raise Interrupted(signum)
+            if time.monotonic() >= deadline:
+                self.close()
+                raise MaintError(self._timeout_message(what, seconds, after))
+
+    def _timeout_message(self, what: str, seconds: float, after: str) -> str:
+        """What did not happen in time, the tool's last word, and what happens now."""
+        last = next((line for line in reversed(self.stderr_lines) if line), "")
+        progress = f"its last progress line: {last!r}" if last else "it printed nothing"
+        return (f"{self.tool} {what} within {seconds:g} s ([deployment] snapshot_timeout; "
+                f"{progress}); it was killed and {after}: this run made no backup")
 
     def abort(self) -> None:
         """The window was never opened."""
@@ -141,7 +252,9 @@ class MysqlSnapshot:
         """Stream the dump into `stream`, then check that it is complete and clean."""
         assert self.process.stdout is not None
         total, tail = 0, b""
-        head = self.process.stdout.read(CHUNK)
+        if self.head_reader is not None:  # it stops past the header or at the end of stdout
+            self.head_reader.join()
+        head = bytes(self.head) + self.process.stdout.read(CHUNK)
         stripped = SANDBOX_LINE.sub(b"", head, count=1)
         self.sandbox_line_removed = stripped != head
         for chunk in _chunks(stripped, self.process.stdout):
@@ -193,7 +306,7 @@ class MysqlSnapshot:
             "dump_options": list(self._options()),
             "tables": self.table_rows,
             "table_checksums": self.table_checksums,
-            "checksum_method": "BIT_XOR(CRC32(CONCAT_WS('#', columns..., null flags)))",
+            "checksum_method": CHECKSUM_METHOD,
             "sandbox_line_removed": self.sandbox_line_removed,
         }
 
@@ -207,7 +320,10 @@ class MysqlSnapshot:
             self.process.wait()
         for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
             if pipe and not pipe.closed:
-                pipe.close()
+                try:
+                    pipe.close()
+                except OSError:
+                    pass  # stdin's unsent option file: the process is gone
         try:
             self.connection.close()
         except pymysql.err.Error:
@@ -227,10 +343,34 @@ def quote_name(name: str) -> str:
 
 
 def checksum_expression(columns: list[str]) -> str:
-    """An order-independent checksum of all rows that tells NULL from an empty string."""
+    """An order-independent checksum of all rows: each row's columns QUOTE()d (NULL stays
+    apart from 'NULL', a comma inside a value from the separator), the first 60 bits of its
+    MD5, summed (exact DECIMAL: a duplicated row adds, never cancels)."""
+    row = ", ".join(f"QUOTE({c})" for c in columns)
+    return f"SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(',', {row})), 15), 16, 10) AS UNSIGNED))"
+
+
+def legacy_checksum_expression(columns: list[str]) -> str:
+    """The checksum of sets written before CHECKSUM_METHOD (ambiguous: duplicate rows cancel,
+    ('a#b', 'c') equals ('a', 'b#c')); kept to verify those sets."""
     nulls = ", ".join(f"ISNULL({c})" for c in columns)
     return (f"BIT_XOR(CAST(CRC32(CONCAT_WS('#', {', '.join(columns)}, CONCAT({nulls}))) "
             "AS UNSIGNED))")
+
+
+CHECKSUM_METHOD = "SUM(CONV(LEFT(MD5(CONCAT_WS(',', QUOTE(column)...)), 15), 16, 10))"
+LEGACY_CHECKSUM_METHOD = "BIT_XOR(CRC32(CONCAT_WS('#', columns..., null flags)))"
+CHECKSUMS = {CHECKSUM_METHOD: checksum_expression,
+             LEGACY_CHECKSUM_METHOD: legacy_checksum_expression}
+
+
+def checksum_for(expected: dict) -> Callable[[list[str]], str]:
+    """The checksum a set's manifest records in checksum_method (the legacy one if none)."""
+    method = expected.get("checksum_method", LEGACY_CHECKSUM_METHOD)
+    if method not in CHECKSUMS:
+        raise VerificationInconclusive(f"the set's checksum_method {method!r} is unknown to "
+                                       "this version of torrust-maint")
+    return CHECKSUMS[method]
 
 
 def dump_options(tool: str, version: str) -> tuple[str, ...]:
@@ -239,26 +379,55 @@ def dump_options(tool: str, version: str) -> tuple[str, ...]:
 
 
 def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
-            live_handle_ok: bool = True) -> MysqlSnapshot:
-    """Before the window: connect, find the dump tool, start it blocked on its option file."""
+            live_handle_ok: bool = True, timeout: float = SNAPSHOT_TIMEOUT) -> MysqlSnapshot:
+    """Before the window: the option file can be written, the connection works, the dump tool
+    exists and runs in the container, blocked on its option file. Every wait is bounded by
+    `timeout` ([deployment] snapshot_timeout), the wait in open() too."""
+    options = option_file(database.user, database.password)
     connection = connect(database)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT VERSION()")
-        server_version = cursor.fetchone()[0]
-    tool, version = dump_tool(docker, database)
-    argv = [tool, "--defaults-extra-file=/dev/stdin", *dump_options(tool, version),
-            database.database]
-    process = docker.exec_stream(database.container.id, argv)
-    assert process.stdin is not None
-    process.stdin.write(option_file(database.user, database.password))
-    process.stdin.flush()
-    return MysqlSnapshot(database=database, process=process, connection=connection, tool=tool,
-                         tool_version=re.sub(r"\s+", " ", version), server_version=server_version)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION()")
+            server_version = cursor.fetchone()[0]
+        tool, version = dump_tool(docker, database)
+    except BaseException:
+        connection.close()
+        raise
+    argv = ["sh", "-c", STARTER, "sh", tool, "--defaults-extra-file=/dev/stdin",
+            *dump_options(tool, version), database.database]
+    snapshot = MysqlSnapshot(database=database,
+                             process=docker.exec_stream(database.container.id, argv),
+                             connection=connection, tool=tool,
+                             tool_version=re.sub(r"\s+", " ", version),
+                             server_version=server_version, timeout=timeout)
+    try:
+        snapshot.start_reading()
+        _send_options(snapshot, options)
+        snapshot.wait_started()
+    except BaseException:  # a signal too: the caller never gets the snapshot to abort it
+        snapshot.close()
+        raise
+    return snapshot
+
+
+def _send_options(snapshot: MysqlSnapshot, options: bytes) -> None:
+    """Write the option file to the tool's stdin; stdin stays open until open() closes it."""
+    assert snapshot.process.stdin is not None
+    try:
+        snapshot.process.stdin.write(options)
+        snapshot.process.stdin.flush()
+    except BrokenPipeError:
+        pass  # it ended already: wait_started() reports why
 
 
 VERIFY_DATABASE = "torrust_maint_verify"
 CLIENTS = (("mariadb", "mariadb-admin"), ("mysql", "mysqladmin"))
 READY_TIMEOUT = 180
+# The client's report of a statement the server rejected: "ERROR 1064 (42000) at line 7: ...".
+# Codes from 2000 are the client's own (lost connection, ...); these server codes are a full
+# disk or memory (1021, 1037, 1038, 1041, 1114): neither says anything about the dump.
+SQL_ERROR = re.compile(r"^ERROR (\d+)(?: \(\w+\))? at line \d+", re.MULTILINE)
+RESOURCE_ERRORS = frozenset({1021, 1037, 1038, 1041, 1114})
 
 
 def client_tools(docker: Docker, container: str) -> tuple[str, str]:
@@ -305,7 +474,17 @@ def import_dump(docker: Docker, container: str, client: str, option_path: str,
     process.stdin = None  # closed: communicate() must not flush it
     _, stderr = process.communicate()
     if process.returncode != 0:
-        raise MaintError(f"importing the dump failed: {stderr.decode(errors='replace').strip()}")
+        raise import_error(stderr.decode(errors="replace").strip())
+
+
+def import_error(stderr: str) -> MaintError:
+    """VerificationFailed when the server rejected the dump's SQL (a verdict on the dump);
+    VerificationInconclusive for anything else (docker, a lost connection, a full disk)."""
+    message = f"importing the dump failed: {stderr or 'no message'}"
+    found = SQL_ERROR.search(stderr)
+    if found and int(found.group(1)) < 2000 and int(found.group(1)) not in RESOURCE_ERRORS:
+        return VerificationFailed(message)
+    return VerificationInconclusive(message)
 
 
 def query(docker: Docker, container: str, client: str, option_path: str, database: str,
@@ -316,8 +495,10 @@ def query(docker: Docker, container: str, client: str, option_path: str, databas
     return [line.split("\t") for line in out.decode().splitlines()]
 
 
-def table_summary(run_query) -> tuple[dict[str, int], dict[str, int]]:
-    """Row counts and checksums of every base table, with the same SQL as at backup time."""
+def table_summary(run_query, checksum: Callable[[list[str]], str] = checksum_expression,
+                  ) -> tuple[dict[str, int], dict[str, int]]:
+    """Row counts and checksums of every base table, with the same SQL as at backup time
+    (`checksum`: the set's, from checksum_for)."""
     tables = [row[0] for row in run_query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
         "AND table_type = 'BASE TABLE' ORDER BY table_name")]
@@ -327,10 +508,10 @@ def table_summary(run_query) -> tuple[dict[str, int], dict[str, int]]:
             "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
             f"AND table_name = '{table.replace(chr(39), chr(39) * 2)}' "
             "ORDER BY ordinal_position")]
-        [[count, checksum]] = run_query(f"SELECT COUNT(*), {checksum_expression(columns)} "
-                                        f"FROM {quote_name(table)}")
+        [[count, value]] = run_query(f"SELECT COUNT(*), {checksum(columns)} "
+                                     f"FROM {quote_name(table)}")
         counts[table] = int(count)
-        checksums[table] = int(checksum) if checksum not in ("NULL", "") else 0
+        checksums[table] = int(value) if value not in ("NULL", "") else 0
     return counts, checksums
 
 
@@ -341,7 +522,7 @@ def compare_summary(counts, checksums, expected: dict) -> None:
     differ = [table for table, value in sorted(expected.get("table_checksums", {}).items())
               if checksums.get(table) != value]
     if differ:
-        raise MaintError(f"checksums differ for table(s) {', '.join(differ)}")
+        raise VerificationFailed(f"checksums differ for table(s) {', '.join(differ)}")
 
 
 def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=None) -> dict:
@@ -352,6 +533,7 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
     image = expected.get("image")
     if not image:
         raise MaintError("the manifest does not name the database image to verify with")
+    checksum = checksum_for(expected)
     name = f"torrust-maint-verify-{secrets.token_hex(6)}"
     password = secrets.token_urlsafe(24)
     owner = str(scratch.parent) if scratch is not None else ""
@@ -368,7 +550,7 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
         with open_decompressed(artifact, compression) as source:
             import_dump(docker, name, client, option_path, VERIFY_DATABASE, source)
         counts, checksums = table_summary(
-            lambda sql: query(docker, name, client, option_path, VERIFY_DATABASE, sql))
+            lambda sql: query(docker, name, client, option_path, VERIFY_DATABASE, sql), checksum)
     finally:
         try:
             docker.remove(name)
@@ -384,6 +566,7 @@ def restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
     dropping tables the set does not have, then compare counts and checksums."""
     from torrust_maint.compress import open_decompressed
 
+    checksum = checksum_for(expected)
     connection = connect(database)
     try:
         wanted = set(expected.get("tables", {}))
@@ -413,7 +596,7 @@ def restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
                 return [[str(value) if value is not None else "NULL" for value in row]
                         for row in cursor.fetchall()]
 
-        counts, checksums = table_summary(run_query)
+        counts, checksums = table_summary(run_query, checksum)
     finally:
         connection.close()
     compare_summary(counts, checksums, expected)

@@ -290,8 +290,9 @@ def preflight(database, *, replacing: bool = False) -> None:
         "nothing was done")
 
 
-def prepare(docker, database, staging_dir: Path, live_handle_ok: bool = True) -> SqlitePrepared:
-    """Before the window: nothing to open for SQLite, only the plan."""
+def prepare(docker, database, staging_dir: Path, live_handle_ok: bool = True,
+            timeout: float | None = None) -> SqlitePrepared:
+    """Before the window: nothing to open for SQLite, only the plan (no wait to bound)."""
     return SqlitePrepared(database.host_path, staging_dir, live_handle_ok)
 
 
