@@ -88,12 +88,23 @@ def test_configure_and_check(host: Host):
     config = host.stack.config_toml(deployment_extra=f"stop_timeout = {STOP_TIMEOUT}\n")
     config += f'\n[logging]\nfile = "{LOG_FILE}"\n'
     host.write("/etc/torrust-maint/torrust-maint.toml", config)
-    # The README's drop-in for a backup directory other than /opt/torrust/storage/backup.
+    # `check` names each unit that could not write what it must (defect: a database outside
+    # the unit's ReadWritePaths= passed check and failed every nightly run).
+    refused = host.run("torrust-maint", "check", check=False)
+    assert refused.returncode == 2, refused.stdout
+    for unit in (SERVICE, VERIFY_SERVICE, RECOVER_SERVICE):
+        assert f"outside the ReadWritePaths= of {unit}" in refused.stderr, refused.stderr
+    # The README's drop-ins for a deployment other than /opt/torrust.
+    database_dir = host.stack.compose_dir / "storage/tracker/lib"
     host.write(f"/etc/systemd/system/{SERVICE}.d/backup-directory.conf",
-               f"[Service]\nReadWritePaths={host.backup_dir}\n")
+               f"[Service]\nReadWritePaths={host.backup_dir} {database_dir}\n")
+    for unit in (VERIFY_SERVICE, RECOVER_SERVICE):
+        host.write(f"/etc/systemd/system/{unit}.d/backup-directory.conf",
+                   f"[Service]\nReadWritePaths={host.backup_dir}\n")
     host.run("systemctl", "daemon-reload")
     check = host.run("torrust-maint", "check")
     assert "problem" not in check.stdout.lower(), check.stdout
+    assert check.stdout.splitlines()[-1] == "check: ok", check.stdout
 
 
 def test_service_runs_a_real_window(host: Host):
@@ -279,9 +290,6 @@ def test_mysql_deployment_under_systemd(host: Host):
 
 
 def test_verify_service_and_its_weekly_timer(host: Host):
-    host.write(f"/etc/systemd/system/{VERIFY_SERVICE}.d/backup-directory.conf",
-               f"[Service]\nReadWritePaths={host.backup_dir}\n")
-    host.run("systemctl", "daemon-reload")
     latest = sets(host)[-1]
     started = time.monotonic()
     host.run("systemctl", "start", VERIFY_SERVICE, timeout=300)

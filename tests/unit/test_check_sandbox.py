@@ -65,7 +65,8 @@ def test_database_outside_the_read_write_paths_is_a_problem(tmp_path, capsys, st
     """The stack's database directory is not under the stock ReadWritePaths=."""
     stack.add_tracker()
     systemd.update({check.BACKUP_UNIT: show_text(STOCK + f" {tmp_path}/backups"),
-                    check.VERIFY_UNIT: show_text(f"{tmp_path}/backups")})
+                    check.VERIFY_UNIT: show_text(f"{tmp_path}/backups"),
+                    check.RECOVER_UNIT: show_text(f"{tmp_path}/backups")})
     lines: list[str] = []
     with pytest.raises(ConfigError) as caught:
         check.run(make_config(tmp_path, stack.compose_dir, tmp_path / "backups"), stack.docker,
@@ -84,12 +85,13 @@ def test_database_outside_the_read_write_paths_is_a_problem(tmp_path, capsys, st
 def test_backup_directory_outside_both_units_is_named_for_each(tmp_path, stack, systemd):
     stack.add_tracker()
     systemd.update({check.BACKUP_UNIT: show_text(STOCK + f" {stack.lib}"),
-                    check.VERIFY_UNIT: show_text("-/opt/torrust/storage/backup")})
+                    check.VERIFY_UNIT: show_text("-/opt/torrust/storage/backup"),
+                    check.RECOVER_UNIT: show_text("-/opt/torrust/storage/backup")})
     with pytest.raises(ConfigError) as caught:
         check.run(make_config(tmp_path, stack.compose_dir, tmp_path / "backups"), stack.docker,
                   echo=lambda line: None)
     assert [p.split(" is outside")[0] for p in caught.value.problems] == [
-        f"{tmp_path}/backups ([backup] directory)"] * 2
+        f"{tmp_path}/backups ([backup] directory)"] * 3
     assert "`systemctl edit torrust-verify.service`, then [Service] ReadWritePaths=" \
         f"{tmp_path}/backups" in caught.value.problems[1]
 
@@ -97,7 +99,8 @@ def test_backup_directory_outside_both_units_is_named_for_each(tmp_path, stack, 
 def test_everything_writable_is_ok(tmp_path, stack, systemd):
     stack.add_tracker()
     systemd.update({check.BACKUP_UNIT: show_text(f"-{tmp_path}/backups {stack.lib}"),
-                    check.VERIFY_UNIT: show_text(f"{tmp_path}/backups")})
+                    check.VERIFY_UNIT: show_text(f"{tmp_path}/backups"),
+                    check.RECOVER_UNIT: show_text(f"{tmp_path}/backups")})
     lines: list[str] = []
     assert check.run(make_config(tmp_path, stack.compose_dir, tmp_path / "backups"),
                      stack.docker, echo=lines.append) == 0
@@ -114,7 +117,7 @@ def test_everything_writable_is_ok(tmp_path, stack, systemd):
 ])
 def test_units_not_installed_or_not_strict_are_said_so(tmp_path, stack, systemd, show, said):
     stack.add_tracker()
-    systemd.update({check.BACKUP_UNIT: show, check.VERIFY_UNIT: show})
+    systemd.update({check.BACKUP_UNIT: show, check.VERIFY_UNIT: show, check.RECOVER_UNIT: show})
     lines: list[str] = []
     assert check.run(make_config(tmp_path, stack.compose_dir, tmp_path / "backups"),
                      stack.docker, echo=lines.append) == 0
@@ -166,4 +169,6 @@ def test_a_failing_systemctl_is_a_problem(tmp_path, stack, monkeypatch):
         "cannot read the sandbox of torrust-backup.service: systemctl show "
         "torrust-backup.service failed: Failed to connect to bus",
         "cannot read the sandbox of torrust-verify.service: systemctl show "
-        "torrust-verify.service failed: Failed to connect to bus"]
+        "torrust-verify.service failed: Failed to connect to bus",
+        "cannot read the sandbox of torrust-recover.service: systemctl show "
+        "torrust-recover.service failed: Failed to connect to bus"]

@@ -39,6 +39,7 @@ SYSTEMD_RUNNING = Path("/run/systemd/system")  # as sd_booted(3) tells
 # The scheduled units, sandboxed with ProtectSystem=strict (see systemd/).
 BACKUP_UNIT = "torrust-backup.service"
 VERIFY_UNIT = "torrust-verify.service"
+RECOVER_UNIT = "torrust-recover.service"  # at boot: the window marker and the run lock
 
 
 def systemctl_show(unit: str) -> str:
@@ -76,7 +77,7 @@ def is_beneath(path: Path, directories: list[str]) -> bool:
 def unit_writes(config: Config, deployment) -> dict[str, list[tuple[Path, str]]]:
     """The paths each scheduled unit must be able to write, with why."""
     backups = (config.backup.directory, "[backup] directory")
-    writes = {BACKUP_UNIT: [backups], VERIFY_UNIT: [backups]}
+    writes = {BACKUP_UNIT: [backups], VERIFY_UNIT: [backups], RECOVER_UNIT: [backups]}
     if deployment is not None and deployment.driver == "sqlite3":
         writes[BACKUP_UNIT].append((
             deployment.database.host_path.parent,
