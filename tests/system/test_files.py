@@ -12,7 +12,8 @@ from tests.system.conftest import REPO, timing
 MAX_EXPOSURE = 2.5
 
 
-@pytest.mark.parametrize("service", ["torrust-backup.service", "torrust-verify.service"])
+@pytest.mark.parametrize("service", ["torrust-backup.service", "torrust-verify.service",
+                                     "torrust-recover.service"])
 def test_security_exposure_offline(service):
     done = subprocess.run(["systemd-analyze", "security", "--offline=true",
                            str(REPO / "systemd" / service)],
