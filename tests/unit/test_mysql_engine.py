@@ -605,7 +605,11 @@ class ScriptedStderr:
                 assert self.ready.wait(10)
             self.ready = False
             return READY_LINE.encode() + b"\n"
-        assert self.stdin.closed_event.wait(10), "the dump reads its option file to EOF first"
+        deadline = time.monotonic() + 10
+        while not self.stdin.closed_event.wait(0.01):
+            if self.closed:  # the snapshot was closed (killed) before its stdin: nothing more
+                raise StopIteration
+            assert time.monotonic() < deadline, "the dump reads its option file to EOF first"
         with self.condition:
             self.asked += 1
             self.condition.notify_all()
@@ -621,6 +625,11 @@ class ScriptedStderr:
 
     def close(self) -> None:
         self.closed = True
+
+    def finish(self) -> None:
+        """End of the test: the reader thread ends, whatever it was waiting for."""
+        self.lines.put(None)
+        self.close()
 
 
 def start_open(snapshot: MysqlSnapshot):
@@ -668,7 +677,7 @@ def test_open_waits_for_the_line_after_starting_transaction():
                           "START TRANSACTION WITH CONSISTENT SNAPSHOT", "stdin closed"]
         assert not process.killed and not connection.closed
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
 
 
 def test_open_fails_when_the_dump_exits_before_its_snapshot():
@@ -703,7 +712,7 @@ def test_open_times_out_and_kills_the_dump():
         with pytest.raises(MaintError) as caught:
             snapshot.open()
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
     assert 0.3 <= time.monotonic() - began < 2
     assert str(caught.value) == (
         "mariadb-dump did not open its snapshot within 0.3 s ([deployment] snapshot_timeout; "
@@ -724,7 +733,7 @@ def test_open_uses_the_timeout_it_is_given():
         with pytest.raises(MaintError, match=r"within 0\.2 s .* it printed nothing"):
             snapshot.open(timeout=0.2)
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
     assert time.monotonic() - began < 2
 
 
@@ -747,7 +756,7 @@ def test_open_gives_up_at_once_on_a_held_back_signal(monkeypatch):
         with pytest.raises(Interrupted) as caught:
             snapshot.open()
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
     assert caught.value.signum == signal.SIGTERM
     assert time.monotonic() - began < 1  # polled every 50 ms, not after the 30 s
     assert process.killed and connection.closed
@@ -805,7 +814,7 @@ def test_prepare_feeds_the_credentials_through_stdin(monkeypatch, docker, fake_d
     try:
         snapshot = mysql.prepare(docker, database('s"e\\cret'), timeout=7)
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
     assert started == [(DB_ID, ["sh", "-c", STARTER, "sh", "mariadb-dump",
                                 "--defaults-extra-file=/dev/stdin", *DUMP_OPTIONS,
                                 "torrust_tracker"])]
@@ -852,7 +861,7 @@ def test_prepare_waits_until_the_tool_runs(monkeypatch, docker, fake_docker):
         thread.join(5)
         assert outcome["result"].ready_seen
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
 
 
 def test_prepare_fails_before_the_window_when_the_tool_cannot_start(monkeypatch, docker,
@@ -878,7 +887,7 @@ def test_prepare_gives_up_when_the_tool_does_not_start(monkeypatch, docker, fake
         with pytest.raises(MaintError) as caught:
             prepare()
     finally:
-        stderr.lines.put(None)
+        stderr.finish()
     assert time.monotonic() - began < 2
     assert str(caught.value) == (
         "mariadb-dump did not start within 0.2 s ([deployment] snapshot_timeout; it printed "
