@@ -12,7 +12,7 @@ from pathlib import Path
 from torrust_maint import safefs
 from torrust_maint.config import DeploymentConfig
 from torrust_maint.docker import Container, Docker, Mount
-from torrust_maint.errors import ConfigError
+from torrust_maint.errors import ConfigError, MaintError
 
 ENV_TOML_PATH = "TORRUST_TRACKER_CONFIG_TOML_PATH"
 ENV_DRIVER = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER"
@@ -322,8 +322,10 @@ def _mysql_database(settings: DeploymentConfig, containers: list[Container],
     shared = [net for net in container.networks if net in tracker.networks]
     networks = shared or list(container.networks)
     if not networks:
-        raise ConfigError(f"database container {container.name} has no IP address on a Docker "
-                          "network (is it running?)")
+        state = "not running" if not container.running else "on no Docker network"
+        raise MaintError(f"database container {container.name} ([deployment] "
+                         f"database_service {service!r}) is {state} ({container.status}): "
+                         "start it; nothing was done")
     return MysqlDatabase(container=container, host=container.networks[networks[0]],
                          port=int(credentials["port"]), database=str(credentials["database"]),
                          user=str(credentials["user"]), password=str(credentials["password"]),

@@ -355,3 +355,29 @@ def test_check_reports_an_interrupted_windows_marker(tmp_path, capsys, stack, fa
     assert code == 2
     assert any("interrupted window's marker" in line and "torrust-maint recover" in line
                for line in error_lines(err))
+
+
+def test_a_full_disk_while_writing_the_set_is_one_clear_error(tmp_path, capsys, stack,
+                                                             fake_cli_docker, monkeypatch):
+    """Defect: file system errors while writing a set (ENOSPC, a removed backup directory)
+    ended as "internal error: FileNotFoundError"."""
+    import errno
+
+    from torrust_maint.actions import backup
+
+    cid = stack.add_tracker()
+    backups = tmp_path / "backups"
+
+    def no_space(snapshot, stem, config, target_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target_dir / stem))
+
+    monkeypatch.setattr(backup, "export_database", no_space)
+    config = write_config(tmp_path, stack.compose_dir, backups)
+    code, _, err = run(capsys, "--config", str(config), "backup")
+    assert code == 1
+    [line] = error_lines(err)
+    assert line.startswith(f"[backup] directory: writing the set in {backups} failed: "
+                           "No space left on device")
+    assert "internal error" not in err and "Traceback" not in err
+    assert fake_cli_docker.running(cid)
+    assert [p.name for p in backups.iterdir()] == [".torrust-maint.lock"]  # nothing half-done

@@ -21,7 +21,7 @@ from torrust_maint.deployment import (
     parse_mysql_dsn,
 )
 from torrust_maint.docker import Container, Mount
-from torrust_maint.errors import ConfigError, DockerError
+from torrust_maint.errors import ConfigError, DockerError, MaintError
 
 from .conftest import CONTAINER_DB_PATH, CONTAINER_ETC, CONTAINER_LIB, ENV_TOML_PATH, make_sqlite
 
@@ -685,13 +685,15 @@ def test_no_database_container_of_the_service(stack):
 
 @pytest.mark.parametrize("networks", [{}, {"compose_default": ""}])
 def test_database_container_without_an_address(stack, networks):
+    """A stopped database container is the deployment's state, not a config error: exit 1."""
     mysql_stack(stack)
     add_mysql(stack, networks=networks, running=False)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(MaintError) as caught:
         discover(stack.settings(), stack.docker)
-    assert caught.value.problems == [
-        "database container compose-mysql-1 has no IP address on a Docker network "
-        "(is it running?)"]
+    assert not isinstance(caught.value, ConfigError)
+    assert str(caught.value) == (
+        "database container compose-mysql-1 ([deployment] database_service 'mysql') is not "
+        "running (exited): start it; nothing was done")
 
 
 def test_bad_dsn_in_discovery_does_not_show_the_password(stack):

@@ -396,6 +396,7 @@ class FakeCursor:
         return False
 
     def execute(self, sql: str, params=None) -> None:
+        self.connection.timeouts_seen.append(self.connection._read_timeout)
         self.connection.events.append(sql)
         self.connection.executed.append((sql, params))
         self.result = self.connection.answer(sql, params)
@@ -416,6 +417,9 @@ class FakeConnection:
         self.events = events if events is not None else []
         self.executed: list[tuple[str, object]] = []
         self.closed = False
+        self._read_timeout: float | None = 30  # as connect() sets them
+        self._write_timeout: float | None = 30
+        self.timeouts_seen: list[float | None] = []  # the read timeout of each statement
 
     def cursor(self):
         return FakeCursor(self)
@@ -955,3 +959,39 @@ def test_the_error_written_just_before_a_failed_exit_is_reported():
         snapshot.export_to(io.BytesIO())
     assert str(caught.value) == \
         "mariadb-dump failed (exit 2): mariadb-dump: Got error: 2013: Lost connection"
+
+
+def test_in_window_statements_are_bounded_by_snapshot_timeout_and_scans_are_not():
+    """A paused or hung server must not keep the tracker down: the two statements inside the
+    window read with snapshot_timeout; the row-count scans after it may take long."""
+    process = FakeProcess(stdout=DUMP_BODY + TRAILER, stderr=READY_LINE.encode() + b"\n"
+                          + VERBOSE, exited=True)
+    connection = FakeConnection(TABLES)
+    snapshot = snapshot_of(process, connection)
+    snapshot.start_reading()
+    snapshot.open(timeout=7)
+    assert connection.timeouts_seen == [7, 7]
+    assert (connection._read_timeout, connection._write_timeout) == (30, 30)  # restored
+    snapshot.export_to(io.BytesIO())
+    assert set(connection.timeouts_seen[2:]) == {None}
+
+
+def test_a_lost_server_inside_the_window_is_one_clear_error():
+    """Defect: a MySQL container restarted in the window gave an internal error
+    (pymysql OperationalError 2013) instead of a message."""
+    import pymysql
+
+    process = FakeProcess(stdout=DUMP_BODY + TRAILER, stderr=READY_LINE.encode() + b"\n"
+                          + VERBOSE, exited=True)
+    connection = FakeConnection(TABLES)
+
+    def lost(sql, params):
+        raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
+
+    connection.answer = lost
+    snapshot = snapshot_of(process, connection)
+    snapshot.start_reading()
+    with pytest.raises(MaintError, match=r"MySQL snapshot \(bounded by \[deployment\] "
+                                         r"snapshot_timeout, 7 s\) failed: Lost connection"):
+        snapshot.open(timeout=7)
+    assert connection.closed

@@ -281,17 +281,31 @@ def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, 
     return deployment, to_stop
 
 
+@contextlib.contextmanager
+def set_storage_errors(directory: Path) -> Iterator[None]:
+    """A file system error while a set is written (a full disk, a read-only or removed backup
+    directory) as one clear MaintError; the window has started the tracker again by then."""
+    try:
+        yield
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise MaintError(f"[backup] directory: writing the set in {directory} failed: "
+                         f"{error.strerror or error}{where}; nothing older was touched") from None
+
+
 def write_set(config: Config, docker: Docker, deployment: Deployment,
               to_stop: list[Container], phases: Phases, started: float, run_started_at,
               echo: Callable[[str], None], inside_window: Callable[[], None] | None = None,
               reason: str = "scheduled") -> str:
     """Window, snapshot, commit and verify one set (caller holds the lock); its id."""
     set_id = catalog.set_id_for(run_started_at, config.backup.directory)
-    staged = catalog.StagedSet(config.backup.directory, set_id)
+    with set_storage_errors(config.backup.directory):
+        staged = catalog.StagedSet(config.backup.directory, set_id)
     try:
-        manifest, deferred = _backup_into(staged, config, docker, deployment, to_stop, phases,
-                                          started, inside_window, reason)
-        path = staged.commit(manifest)
+        with set_storage_errors(config.backup.directory):
+            manifest, deferred = _backup_into(staged, config, docker, deployment, to_stop,
+                                              phases, started, inside_window, reason)
+            path = staged.commit(manifest)
     except BaseException:
         staged.discard()
         raise

@@ -18,6 +18,7 @@ more stdout than a dump's header proves the snapshot open as well. Both waits ar
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -25,7 +26,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -92,6 +93,34 @@ def option_file(user: str, password: str) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+PREFLIGHT_TIMEOUT = 30  # seconds a server (a paused container) may take to answer before the window
+
+
+@contextlib.contextmanager
+def answers_within(connection: pymysql.connections.Connection,
+                   seconds: float | None) -> Iterator[None]:
+    """Bound every read and write of the connection to `seconds` (None: unbounded), e.g. the
+    in-window statements to snapshot_timeout and the long row-count scans after it to none.
+    pymysql applies its read/write timeouts per socket operation; it has no public setter."""
+    previous = (connection._read_timeout, connection._write_timeout)
+    connection._read_timeout = connection._write_timeout = seconds
+    try:
+        yield
+    finally:
+        connection._read_timeout, connection._write_timeout = previous
+
+
+@contextlib.contextmanager
+def server_errors(what: str) -> Iterator[None]:
+    """A MySQL error (lost connection, a timeout, a server restarted) as one clear MaintError
+    naming what we were doing; never a traceback, never the password."""
+    try:
+        yield
+    except pymysql.err.Error as error:
+        raise MaintError(f"MySQL {what} failed: {error.args[-1] if error.args else error}"
+                         ) from None
+
+
 def connect(database: MysqlDatabase) -> pymysql.connections.Connection:
     """A connection to the database container's address; errors never show the password.
 
@@ -99,7 +128,8 @@ def connect(database: MysqlDatabase) -> pymysql.connections.Connection:
     try:
         return pymysql.connect(host=database.host, port=database.port, user=database.user,
                                password=database.password.encode(), database=database.database,
-                               charset="utf8mb4", connect_timeout=10, autocommit=True)
+                               charset="utf8mb4", connect_timeout=10, autocommit=True,
+                               read_timeout=PREFLIGHT_TIMEOUT, write_timeout=PREFLIGHT_TIMEOUT)
     except pymysql.err.MySQLError as error:
         raise MaintError(
             f"cannot connect to MySQL at {database.host}:{database.port} as {database.user!r} "
@@ -195,15 +225,22 @@ class MysqlSnapshot:
     def open(self, timeout: float | None = None) -> MysqlSnapshot:
         """Inside the window: start both snapshot transactions and wait until they are open,
         at most `timeout` seconds ([deployment] snapshot_timeout)."""
-        with self.connection.cursor() as cursor:
-            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            with server_errors(f"snapshot (bounded by [deployment] snapshot_timeout, "
+                               f"{seconds:g} s)"), answers_within(self.connection, seconds):
+                with self.connection.cursor() as cursor:
+                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        except MaintError:
+            self.close()
+            raise
         self.head_reader = threading.Thread(target=self._read_head, daemon=True)
         self.head_reader.start()
         assert self.process.stdin is not None
         self.process.stdin.close()  # the dump reads its option file to EOF, then connects
-        self._wait(self.snapshot_open, self.timeout if timeout is None else timeout,
-                   "did not open its snapshot", "the tracker is started again")
+        self._wait(self.snapshot_open, seconds, "did not open its snapshot",
+                   "the tracker is started again")
         if self._failed():
             self.close()
             raise MaintError(f"{self.tool} did not open its snapshot: "
@@ -276,8 +313,10 @@ class MysqlSnapshot:
         self._count_rows()
 
     def _count_rows(self) -> None:
-        """Row counts and order-independent checksums per table, in our snapshot."""
-        with self.connection.cursor() as cursor:
+        """Row counts and order-independent checksums per table, in our snapshot (after the
+        window: a scan of a large table may take minutes, so reads are not bounded)."""
+        with server_errors("row counts and checksums of the snapshot"), \
+                answers_within(self.connection, None), self.connection.cursor() as cursor:
             cursor.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
                 "AND table_type = 'BASE TABLE' ORDER BY table_name", (self.database.database,))
@@ -386,7 +425,7 @@ def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
     options = option_file(database.user, database.password)
     connection = connect(database)
     try:
-        with connection.cursor() as cursor:
+        with server_errors("preflight (SELECT VERSION())"), connection.cursor() as cursor:
             cursor.execute("SELECT VERSION()")
             server_version = cursor.fetchone()[0]
         tool, version = dump_tool(docker, database)
