@@ -146,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     escape_unencodable_output()
     journal.setup(-1 if args.quiet else args.verbose)
     try:
-        return dispatch(args)
+        try:
+            return dispatch(args)
+        except OSError as error:  # the environment (a full or removed disk), not a bug
+            where = f" ({error.filename})" if error.filename else ""
+            raise MaintError(f"{error.strerror or error}{where}") from None
     except MaintError as error:
         for line in str(error).splitlines() or [type(error).__name__]:
             print(f"torrust-maint: error: {line}", file=sys.stderr)

@@ -163,7 +163,9 @@ class Docker:
                          "--filter", f"label={LABEL_SERVICE}"])
         ids = out.decode().split()
         wanted = _real(compose_dir)
-        return [c for c in self.inspect(ids) if c.working_dir and _real(c.working_dir) == wanted]
+        # a container removed between `ps` and `inspect` (another project's `down`) is no error
+        return [c for c in self.inspect_existing(ids)
+                if c.working_dir and _real(c.working_dir) == wanted]
 
     def stop(self, ids: list[str], timeout: int) -> None:
         """Stop containers, giving each `timeout` seconds between SIGTERM and SIGKILL."""

@@ -55,10 +55,14 @@ def run_lock(directory: Path) -> Iterator[None]:
         if previous.isdigit() and int(previous) != os.getpid():
             state = "still running, but not holding it" if pid_alive(int(previous)) else "gone"
             log.warning("taking over a stale lock left by pid %s (%s)", previous, state)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as error:  # a full disk: nothing was done yet
+            raise MaintError(f"[backup] directory: cannot write the lock file {path}: "
+                             f"{error.strerror or error}; nothing was done") from None
         try:
             yield
         finally:

@@ -732,3 +732,20 @@ def test_a_fifo_as_tracker_toml_is_refused_without_hanging(stack):
     stack.add_tracker()
     with pytest.raises(ConfigError, match="tracker.toml is a FIFO"):
         discover(stack.settings(), stack.docker)
+
+
+def test_a_container_removed_between_ps_and_inspect_is_no_error(stack, fake_docker):
+    """Another compose project's `down` during discovery must not fail our backup."""
+    stack.add_tracker()
+    real = fake_docker._do
+
+    def ps_then_gone(verb, args):
+        result = real(verb, args)
+        if verb == "ps":
+            ghost = "f" * 64
+            return type(result)(0, result.stdout + f"{ghost}\n".encode(), b"")
+        return result
+
+    fake_docker._do = ps_then_gone
+    deployment = discover(stack.settings(), stack.docker)
+    assert [c.name for c in deployment.trackers] == ["compose-tracker-1"]

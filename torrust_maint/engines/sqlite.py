@@ -322,7 +322,9 @@ def snapshot(database_path: Path, staging_dir: Path, reflink_only: bool = False)
         try:
             method, size = clone_or_copy(source, Path(f"{target}{suffix}"),
                                          reflink_only=reflink_only and suffix == "")
-        except FileNotFoundError:
+        except FileNotFoundError as error:
+            if Path(error.filename or "") != source:
+                raise  # the staging directory went: the caller names the backup directory
             if suffix == "":
                 raise MaintError(f"the SQLite database {database_path} disappeared") from None
             continue
