@@ -28,7 +28,7 @@ from pathlib import Path
 
 from torrust_maint import catalog
 from torrust_maint.docker import Container, Docker
-from torrust_maint.errors import LockedError
+from torrust_maint.errors import LockedError, MaintError
 from torrust_maint.journal import event
 
 log = logging.getLogger(__name__)
@@ -286,8 +286,18 @@ class WindowGuard:
                  stop_timeout: int, report):
         self.directory = directory
         self.report = report
-        self.guardian = Guardian(config_path)
-        write_marker(directory, containers, stop_timeout)
+        try:
+            write_marker(directory, containers, stop_timeout)
+        except OSError as error:  # a full disk: the tracker has not been stopped
+            clear_marker(directory)
+            raise MaintError(f"[backup] directory: cannot write the window marker in "
+                             f"{directory}: {error.strerror or error}; the tracker was not "
+                             "stopped") from None
+        try:
+            self.guardian = Guardian(config_path)
+        except BaseException:
+            clear_marker(directory)
+            raise
 
     def __enter__(self) -> WindowGuard:
         return self

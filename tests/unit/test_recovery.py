@@ -183,3 +183,23 @@ def test_docker_times_with_nanoseconds_parse():
     assert moment == dt.datetime(2026, 11, 26, 3, 0, 1, 123456, tzinfo=dt.UTC)
     with pytest.raises(ValueError):
         recovery.parse_docker_time("0001-01-01T00:00:00Z")
+
+
+def test_a_full_disk_at_the_marker_stops_nothing_and_starts_no_guardian(tmp_path, fake_docker,
+                                                                         docker, monkeypatch):
+    import errno
+
+    from torrust_maint.errors import MaintError
+
+    def no_space(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    started: list[object] = []
+    monkeypatch.setattr(recovery, "write_marker", no_space)
+    monkeypatch.setattr(recovery, "Guardian", lambda path: started.append(path))
+    _, container = stopped_tracker(fake_docker, docker)
+    with pytest.raises(MaintError, match=r"cannot write the window marker in .*: No space left "
+                                         r"on device; the tracker was not stopped"):
+        recovery.WindowGuard(tmp_path / "c.toml", tmp_path, [container], 4, WindowReport())
+    assert started == []
+    assert recovery.WindowMarker.read(tmp_path) is None
