@@ -167,6 +167,13 @@ class Docker:
         return [c for c in self.inspect_existing(ids)
                 if c.working_dir and _real(c.working_dir) == wanted]
 
+    def labelled_containers(self, labels: dict[str, str]) -> list[str]:
+        """Names of the containers (running or not) that carry every one of these labels."""
+        filters = [arg for key, value in labels.items()
+                   for arg in ("--filter", f"label={key}={value}")]
+        out = self._run(["ps", "--all", "--format", "{{.Names}}", *filters])
+        return out.decode().split()
+
     def stop(self, ids: list[str], timeout: int) -> None:
         """Stop containers, giving each `timeout` seconds between SIGTERM and SIGKILL."""
         self._change(["stop", "-t", str(timeout), *ids], timeout=timeout + 60)

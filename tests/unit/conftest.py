@@ -131,6 +131,12 @@ class FakeDockerCli:
         return "inspect" if args[:2] == ["container", "inspect"] else args[0]
 
     def _do(self, verb: str, args: list[str]) -> CommandResult:
+        if verb == "ps" and "--format" in args:  # by labels: names of the matching ones
+            assert args[:4] == ["ps", "--all", "--format", "{{.Names}}"], args
+            wanted = dict(arg.removeprefix("label=").split("=", 1) for arg in args[5::2])
+            names = [c["Name"].lstrip("/") for c in self.containers.values()
+                     if all(c["Config"]["Labels"].get(k) == v for k, v in wanted.items())]
+            return CommandResult(0, "".join(n + "\n" for n in names).encode(), b"")
         if verb == "ps":
             assert args == ["ps", "--all", "--no-trunc", "--quiet", "--filter",
                             f"label={LABEL_SERVICE}"], args
@@ -159,6 +165,14 @@ class FakeDockerCli:
                 if cid not in self.broken:
                     self.set_running(cid, True)
             return CommandResult(0, "".join(i + "\n" for i in args[1:]).encode(), b"")
+        if verb == "rm":
+            assert args[:3] == ["rm", "--force", "--volumes"], args
+            for name in args[3:]:
+                found = [cid for cid, c in self.containers.items()
+                         if cid == name or c["Name"] == "/" + name]
+                for cid in found:
+                    del self.containers[cid]
+            return CommandResult(0, b"", b"")
         if verb == "exec":
             key = tuple(args[1:])
             if key in self.exec_results:

@@ -298,3 +298,18 @@ def test_import_tells_a_rejected_dump_from_a_broken_import(stderr, kind):
 def test_import_that_succeeds_raises_nothing():
     mysql_engine.import_dump(ExitingClient("", code=0), "c", "mariadb", "/tmp/x.cnf", "db",
                              io.BytesIO(b"SELECT 1;\n"))
+
+
+def test_throwaway_containers_left_by_a_killed_run_are_removed(tmp_path, fake_docker):
+    """Defect: a SIGKILL while the MySQL verify container ran left it there for good."""
+    from torrust_maint.docker import Docker
+    from torrust_maint.engines import mysql
+
+    ours = fake_docker.add("torrust-maint-verify-0a1b2c", working_dir="", service=None)
+    theirs = fake_docker.add("torrust-maint-verify-ffffff", working_dir="", service=None)
+    for cid, owner in ((ours, tmp_path), (theirs, tmp_path / "other")):
+        fake_docker.containers[cid]["Config"]["Labels"] = {
+            mysql.THROWAWAY_LABEL: "verify", mysql.OWNER_LABEL: str(owner)}
+    removed = mysql.remove_leftover_throwaways(Docker(runner=fake_docker), tmp_path)
+    assert removed == ["torrust-maint-verify-0a1b2c"]
+    assert list(fake_docker.containers) == [theirs]  # another backup directory's: untouched

@@ -28,6 +28,7 @@ from torrust_maint.compress import sha256_of
 from torrust_maint.config import Config
 from torrust_maint.docker import Docker
 from torrust_maint.engines import ENGINES
+from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.errors import (
     ConfigError,
     Interrupted,
@@ -208,6 +209,7 @@ def run(config: Config, docker: Docker, *, target: str | None = None, every: boo
     """Verify the chosen sets; exit 0 only when every one passed (errors are raised)."""
     directory = config.backup.directory
     with run_lock(directory), signals_raise():
+        mysql_engine.remove_leftover_throwaways(docker, directory)
         sets = select(catalog.list_sets(directory), target, every, scheduled)
         outcomes = [verify_set(s, docker, directory) for s in sets]
     if as_json:

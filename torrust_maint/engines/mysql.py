@@ -460,6 +460,21 @@ def _send_options(snapshot: MysqlSnapshot, options: bytes) -> None:
 
 
 VERIFY_DATABASE = "torrust_maint_verify"
+THROWAWAY_LABEL = "org.torrust-maint.throwaway"
+OWNER_LABEL = "org.torrust-maint.backup-directory"
+
+
+def remove_leftover_throwaways(docker: Docker, directory) -> list[str]:
+    """Remove throwaway containers a killed run of this backup directory left behind (the
+    caller holds its run lock, so none of them is in use); their names."""
+    names = docker.labelled_containers({THROWAWAY_LABEL: "verify", OWNER_LABEL: str(directory)})
+    for name in names:
+        log.warning("removing throwaway container %s, left by an interrupted run", name)
+        try:
+            docker.remove(name)
+        except DockerError as error:
+            log.warning("could not remove throwaway container %s: %s", name, error)
+    return names
 CLIENTS = (("mariadb", "mariadb-admin"), ("mysql", "mysqladmin"))
 READY_TIMEOUT = 180
 # The client's report of a statement the server rejected: "ERROR 1064 (42000) at line 7: ...".
@@ -577,8 +592,8 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
     password = secrets.token_urlsafe(24)
     owner = str(scratch.parent) if scratch is not None else ""
     docker.run_detached(["--name", name, "--network", "none",
-                         "--label", "org.torrust-maint.throwaway=verify",
-                         "--label", f"org.torrust-maint.backup-directory={owner}",
+                         "--label", f"{THROWAWAY_LABEL}=verify",
+                         "--label", f"{OWNER_LABEL}={owner}",
                          "--env", f"MYSQL_DATABASE={VERIFY_DATABASE}", image],
                         secret_env={"MYSQL_ROOT_PASSWORD": password})
     try:
