@@ -66,6 +66,7 @@ class Container:
     image: str = ""
     networks: dict[str, str] = field(default_factory=dict)  # network name -> IP address
     finished_at: str = ""  # State.FinishedAt: when it last stopped (RFC 3339, nanoseconds)
+    started_at: str = ""  # State.StartedAt: when it last started
 
     @property
     def ready(self) -> bool:
@@ -100,6 +101,7 @@ class Container:
                       for name, net in ((data.get("NetworkSettings") or {}).get("Networks")
                                         or {}).items() if net and net.get("IPAddress")},
             finished_at=str(state.get("FinishedAt") or ""),
+            started_at=str(state.get("StartedAt") or ""),
         )
 
 

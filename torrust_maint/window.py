@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import signal
 import sys
@@ -144,6 +145,25 @@ def resolve_targets(docker: Docker, targets: list[Container]) -> tuple[list[Cont
                 missing.append(target)
     missing.extend(t for t in gone if not (t.working_dir and t.service))
     return current, missing
+
+
+def started_by_someone_else(docker: Docker, targets: list[Container], since: dt.datetime,
+                            until: dt.datetime) -> list[Container]:
+    """The containers standing for `targets` that started between `since` (before the stop)
+    and `until` (the snapshot taken): someone else started (or recreated) the tracker while we
+    held it stopped, so it may have written during the snapshot."""
+    from torrust_maint.recovery import parse_docker_time
+
+    current, _ = resolve_targets(docker, targets)
+    found = []
+    for container in current:
+        try:
+            started = parse_docker_time(container.started_at)
+        except ValueError:
+            continue
+        if since <= started <= until:
+            found.append(container)
+    return found
 
 
 def wait_until_ready(docker: Docker, targets: list[Container], timeout: float,

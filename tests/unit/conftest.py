@@ -188,6 +188,8 @@ class FakeDockerCli:
         state["Status"] = "running" if running else "exited"
         if not running:
             state["FinishedAt"] = self.now()
+        else:
+            state["StartedAt"] = self.now()
         if "Health" in state:
             state["Health"]["Status"] = "starting" if running else "unhealthy"
             self._countdown[cid] = self._healthy_after[cid]

@@ -381,3 +381,30 @@ def test_a_full_disk_while_writing_the_set_is_one_clear_error(tmp_path, capsys, 
     assert "internal error" not in err and "Traceback" not in err
     assert fake_cli_docker.running(cid)
     assert [p.name for p in backups.iterdir()] == [".torrust-maint.lock"]  # nothing half-done
+
+
+def test_a_tracker_started_by_someone_else_before_a_file_copy_gives_no_set(
+        tmp_path, capsys, stack, fake_cli_docker, monkeypatch):
+    """A `docker compose up --force-recreate` inside the window, before a rollback-journal
+    copy: the copy may be torn by the new tracker's writes, so no set is written."""
+    from torrust_maint.engines import sqlite
+
+    cid = stack.add_tracker()
+    real_open = sqlite.SqlitePrepared.open
+    recreated: list[str] = []
+
+    def recreate_then_copy(self):
+        recreated.append(fake_cli_docker.recreate(cid, running=True))
+        return real_open(self)
+
+    monkeypatch.setattr(sqlite.SqlitePrepared, "open", recreate_then_copy)
+    backups = tmp_path / "backups"
+    config = write_config(tmp_path, stack.compose_dir, backups)
+    code, _, err = run(capsys, "--config", str(config), "backup")
+    assert code == 1, err
+    [line] = error_lines(err)
+    assert line.startswith("the tracker was started by someone else during the window "
+                           "(compose-tracker-1 started ")
+    assert "no set was written" in line
+    assert fake_cli_docker.running(recreated[0])
+    assert [p.name for p in backups.iterdir()] == [".torrust-maint.lock"]

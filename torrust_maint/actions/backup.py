@@ -29,7 +29,13 @@ from torrust_maint.errors import Interrupted, MaintError, SkippedError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
 from torrust_maint.recovery import WindowGuard, WindowMarker, recover
-from torrust_maint.window import WindowReport, maintenance_window, pending_signal, signals_raise
+from torrust_maint.window import (
+    WindowReport,
+    maintenance_window,
+    pending_signal,
+    signals_raise,
+    started_by_someone_else,
+)
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +370,7 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
     deferred: list[MaintError] = []
     try:
         with contextlib.ExitStack() as stack:
+            window_opened = catalog.utc_now()
             if to_stop:
                 stack.enter_context(WindowGuard(
                     config.path, config.backup.directory, to_stop,
@@ -378,6 +385,7 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
                 raise Interrupted(held)
             created_at = catalog.utc_now()
             snapshot = prepared.open()
+            snapshot_taken = catalog.utc_now()
             if export_first:
                 with phases.timed("export"):
                     database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
@@ -390,6 +398,8 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
         prepared.abort()
         raise
     try:
+        if to_stop and isinstance(snapshot, sqlite_engine.SqliteSnapshot):  # a file copy
+            refuse_a_snapshot_taken_while_running(docker, to_stop, window_opened, snapshot_taken)
         if database is None:
             log.info("snapshot open; exporting it while the tracker serves")
             with phases.timed("export"):
@@ -403,6 +413,20 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
                               [database, config_artifact], report, all_phases, warnings)
     manifest["reason"] = reason
     return manifest, deferred
+
+
+def refuse_a_snapshot_taken_while_running(docker: Docker, to_stop: list[Container],
+                                          window_opened, snapshot_taken) -> None:
+    """Fail (no set) when someone else started or recreated the tracker inside the window
+    before a file-copy snapshot was taken: it may have written while we copied. (A MySQL or
+    WAL read-transaction snapshot is consistent whoever writes.)"""
+    others = started_by_someone_else(docker, to_stop, window_opened, snapshot_taken)
+    if others:
+        raise MaintError(
+            "the tracker was started by someone else during the window ("
+            + ", ".join(f"{c.name} started {c.started_at}" for c in others)
+            + ") before the snapshot was taken: it may hold a state torn by the tracker's "
+            "writes, so no set was written; run the backup again")
 
 
 def summary(manifest: dict, path: Path) -> str:
