@@ -313,3 +313,20 @@ def test_throwaway_containers_left_by_a_killed_run_are_removed(tmp_path, fake_do
     removed = mysql.remove_leftover_throwaways(Docker(runner=fake_docker), tmp_path)
     assert removed == ["torrust-maint-verify-0a1b2c"]
     assert list(fake_docker.containers) == [theirs]  # another backup directory's: untouched
+
+
+def test_scratch_directories_left_by_a_killed_verification_are_removed(tmp_path, fake_docker):
+    from torrust_maint.actions import verify
+    from torrust_maint.docker import Docker
+
+    left = tmp_path / (verify.SCRATCH_PREFIX + "ur_sfkbl")
+    left.mkdir()
+    (left / "verify.sqlite3").write_bytes(b"half")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-outside"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("keep")
+    (tmp_path / (verify.SCRATCH_PREFIX + "link")).symlink_to(elsewhere)
+    verify.remove_leftovers(Docker(runner=fake_docker), tmp_path)
+    assert not left.exists()
+    assert (elsewhere / "keep").read_text() == "keep"  # a symlink is never followed
+    assert (tmp_path / (verify.SCRATCH_PREFIX + "link")).is_symlink()

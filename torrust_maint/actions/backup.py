@@ -262,7 +262,7 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
     catalog.ensure_directory(config.backup.directory)
     with run_lock(config.backup.directory), signals_raise():
         with phases.timed("preflight"):
-            mysql_engine.remove_leftover_throwaways(docker, config.backup.directory)
+            verify_action.remove_leftovers(docker, config.backup.directory)
             if WindowMarker.read(config.backup.directory):
                 log.warning("an earlier window was interrupted; starting its tracker first")
                 recover(config.backup.directory, docker, config.deployment.start_timeout, echo,

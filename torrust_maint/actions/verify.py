@@ -15,11 +15,13 @@ import json
 import logging
 import random
 import shutil
+import stat
 import tempfile
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zstandard
 
@@ -87,6 +89,18 @@ def artifact_problems(backup_set: catalog.BackupSet) -> list[str]:
     return problems
 
 
+def remove_leftovers(docker: Docker, directory: Path) -> None:
+    """What a killed verification left (caller holds the run lock, so none of it is in use):
+    its throwaway containers and its scratch directories (only real directories of ours)."""
+    mysql_engine.remove_leftover_throwaways(docker, directory)
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.name.startswith(SCRATCH_PREFIX) and stat.S_ISDIR(entry.lstat().st_mode):
+            log.warning("removing %s, left by an interrupted verification", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def restore_check(backup_set: catalog.BackupSet, docker: Docker, scratch_parent) -> dict:
     """Restore the database artifact somewhere throwaway and compare it with the manifest."""
     manifest = backup_set.manifest or {}
@@ -101,8 +115,6 @@ def restore_check(backup_set: catalog.BackupSet, docker: Docker, scratch_parent)
         raise VerificationFailed("the manifest lists no database artifact")
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent)
     try:
-        from pathlib import Path
-
         return engine.verify(docker, backup_set.path / artifact["path"],
                              artifact["compression"], database, Path(scratch))
     finally:
@@ -209,7 +221,7 @@ def run(config: Config, docker: Docker, *, target: str | None = None, every: boo
     """Verify the chosen sets; exit 0 only when every one passed (errors are raised)."""
     directory = config.backup.directory
     with run_lock(directory), signals_raise():
-        mysql_engine.remove_leftover_throwaways(docker, directory)
+        remove_leftovers(docker, directory)
         sets = select(catalog.list_sets(directory), target, every, scheduled)
         outcomes = [verify_set(s, docker, directory) for s in sets]
     if as_json:
