@@ -138,26 +138,18 @@ class Docker:
         """Inspect containers by id or name."""
         if not ids:
             return []
-        out = self._run(["container", "inspect", *ids])
-        try:
-            return [Container.from_inspect(item) for item in json.loads(out)]
-        except (ValueError, KeyError, TypeError) as error:
-            raise DockerError(f"docker container inspect: unexpected output: {error}") from None
+        return _parse_inspect(self._run(["container", "inspect", *ids]))
 
     def inspect_existing(self, ids: list[str]) -> list[Container]:
         """Inspect containers by id or name, leaving out those that no longer exist (a
         recreate or `docker compose down` removed them)."""
         if not ids:
             return []
-        args = ["container", "inspect", *ids]
-        result = self.runner([self.binary, *args], timeout=120)
+        result = self.runner([self.binary, "container", "inspect", *ids], timeout=120)
         if result.returncode != 0 and b"No such" not in result.stderr:
             message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
             raise DockerError(f"docker container inspect failed: {message}")
-        try:
-            return [Container.from_inspect(item) for item in json.loads(result.stdout or b"[]")]
-        except (ValueError, KeyError, TypeError) as error:
-            raise DockerError(f"docker container inspect: unexpected output: {error}") from None
+        return _parse_inspect(result.stdout or b"[]")
 
     def compose_containers(self, compose_dir: str) -> list[Container]:
         """All containers (running or not) of the compose project in compose_dir."""
@@ -233,6 +225,14 @@ def _run_with(argv: list[str], timeout: float | None, stdin: bytes | None,
     except subprocess.TimeoutExpired:
         raise DockerError(f"{' '.join(argv[:3])} ...: no answer within {timeout:.0f} s") from None
     return CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+def _parse_inspect(out: bytes) -> list[Container]:
+    """`docker container inspect` output as Containers."""
+    try:
+        return [Container.from_inspect(item) for item in json.loads(out)]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DockerError(f"docker container inspect: unexpected output: {error}") from None
 
 
 def _real(path: str) -> str:

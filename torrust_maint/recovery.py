@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from torrust_maint import catalog
+from torrust_maint import catalog, safefs
 from torrust_maint.docker import Container, Docker
 from torrust_maint.errors import LockedError, MaintError
 from torrust_maint.journal import event
@@ -132,7 +132,7 @@ def write_marker(directory: Path, containers: list[Container], stop_timeout: int
                             "project": c.project, "working_dir": c.working_dir}
                            for c in containers]}
     temporary.unlink(missing_ok=True)  # a leftover of a killed run; unlink follows nothing
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = safefs.create_exclusive(temporary, 0o600)
     with open(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle)
         handle.flush()
