@@ -28,6 +28,9 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 STAGING_PREFIX = ".tmp-torrust-maint-"
 SET_NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+# What a set holds: a backup, a restore's safety set (the state before it), or the raw files
+# of a database from before a restore that could not be exported (never pruned).
+BACKUP, SAFETY, RAW = "backup", "safety", "raw"
 MAX_MANIFEST_BYTES = 16 << 20  # ours are a few kilobytes; never read a huge foreign file whole
 # The types a manifest's fields must have where present (bool is no number here).
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -154,6 +157,14 @@ class BackupSet:
             return None
 
     @property
+    def kind(self) -> str:
+        """backup, safety (the state before a restore) or raw (see SAFETY, RAW)."""
+        pre_restore = (self.manifest or {}).get("pre_restore")
+        if isinstance(pre_restore, dict) and pre_restore.get("kind") in (SAFETY, RAW):
+            return str(pre_restore["kind"])
+        return BACKUP
+
+    @property
     def verification(self) -> str:
         """passed or failed (the last verdict on the data), or unverified (none yet)."""
         result = (self.manifest or {}).get("verification")
@@ -185,6 +196,8 @@ class BackupSet:
             "warnings": typed_field(manifest, "warnings", []),
             "verification": manifest.get("verification"),
             "verification_attempt": self.verification_attempt,
+            "kind": self.kind,
+            "pre_restore": manifest.get("pre_restore") if self.kind != BACKUP else None,
         }
 
 

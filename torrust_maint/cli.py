@@ -64,11 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     run_verify.add_argument("--json", action="store_true", help="machine-readable output")
 
     run_restore = commands.add_parser(
-        "restore", help="restore a set over the live database (after a safety backup)")
-    run_restore.add_argument("set_id", metavar="ID", help="the set to restore (`latest` works)")
+        "restore", help="restore a set over the live database (the state before is kept)",
+        description="Prepare the set while the tracker serves, swap it in inside a short "
+                    "window, then keep the state from before in a verified safety set.")
+    run_restore.add_argument("set_id", metavar="ID", nargs="?",
+                             help="the set to restore (`latest` works)")
     run_restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run_restore.add_argument("--with-config", action="store_true",
                              help="restore the config files too")
+    run_restore.add_argument("--dry-run", action="store_true",
+                             help="print every step; change nothing")
+    run_restore.add_argument("--no-start", action="store_true",
+                             help="leave a tracker that is not running stopped afterwards")
+    run_restore.add_argument("--finish", action="store_true",
+                             help="only settle an interrupted restore: secure the state from "
+                                  "before it in a verified safety set")
 
     run_recover = commands.add_parser(
         "recover", help="start the tracker again if a window was interrupted (ExecStopPost=)")
@@ -105,7 +115,8 @@ def dispatch(args: argparse.Namespace) -> int:
                           scheduled=args.scheduled, as_json=args.json)
     if args.command == "restore":
         return restore.run(config, docker, args.set_id, assume_yes=args.yes,
-                           with_config=args.with_config)
+                           with_config=args.with_config, dry_run=args.dry_run,
+                           no_start=args.no_start, finish=args.finish)
     return backup.run(config, docker, dry_run=args.dry_run, force=args.force)
 
 

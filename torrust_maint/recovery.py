@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from torrust_maint import catalog, safefs
+from torrust_maint import catalog, restore_record, safefs
 from torrust_maint.docker import Container, Docker
 from torrust_maint.errors import LockedError, MaintError
 from torrust_maint.journal import event
@@ -179,6 +179,9 @@ def _recover_marker(marker: WindowMarker, directory: Path, docker: Docker,
 
     log.warning("window opened at %s by pid %d was interrupted: %s", marker.opened_at,
                 marker.pid, ", ".join(marker.container_names))
+    # A restore killed mid-swap: its state from before goes back first. Should that fail, the
+    # tracker is not started on a half-swapped database: the error (and the marker) stay.
+    restore_record.roll_back(directory)
     opened = catalog.parse_rfc3339(marker.opened_at)
     settle_until = opened + dt.timedelta(seconds=marker.stop_timeout + STOP_GRACE)
     started: dict[str, None] = {}

@@ -450,7 +450,11 @@ def restore_into(db: Path, artifact: Path) -> dict:
 
     database = SqliteDatabase(container_path="/var/lib/torrust/tracker/database/sqlite3.db",
                               host_path=db)
-    return engine.restore(None, database, artifact, "none", {"tables": {"torrents": 9}})
+    expected = {"tables": {"torrents": 9}}
+    swap = engine.stage_restore(None, database, artifact, "none", expected, "R1")
+    swap.check_ready()
+    swap.apply()
+    return {"tables": engine.check_file(db, expected)}
 
 
 def set_database(path: Path) -> Path:
@@ -497,8 +501,11 @@ def test_restore_replaces_a_leftover_file_and_keeps_owner_and_mode(tmp_path):
     info = db.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (TRACKER_UID, TRACKER_UID,
                                                                        0o664)
-    assert sorted(p.name for p in db.parent.iterdir()) == ["sqlite3.db"]
+    aside = Path(f"{db}.torrust-maint-pre-restore-R1")
+    assert sorted(p.name for p in db.parent.iterdir() if not p.name.startswith(aside.name)) \
+        == ["sqlite3.db"]  # the leftover and the stale -shm are gone
     assert count_rows(db) == 9
+    assert count_rows(aside) == 5  # the state from before, set aside
 
 
 # -- the prepared snapshot on error paths (issue 8, defect 8) --------------------------------

@@ -267,6 +267,7 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
                 log.warning("an earlier window was interrupted; starting its tracker first")
                 recover(config.backup.directory, docker, config.deployment.start_timeout, echo,
                         lock_held=True)
+            settle_interrupted_restore(config, docker, echo)
             deployment, to_stop = preflight(config, docker, force)
         set_id = write_set(config, docker, deployment, to_stop, phases, started,
                            run_started_at, echo)
@@ -274,6 +275,19 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
         prune_action.apply(config, echo)
         notify.status(f"backup {set_id} committed")
     return 0
+
+
+def settle_interrupted_restore(config: Config, docker: Docker,
+                               echo: Callable[[str], None]) -> None:
+    """Secure the state from before an interrupted restore (or undo its unfinished swap)
+    before this backup; a failure is reported and the backup goes on (the state stays)."""
+    from torrust_maint.actions import restore as restore_action
+
+    try:
+        restore_action.finish_pending(config, docker, echo)
+    except MaintError as error:
+        log.error("an interrupted restore could not be settled: %s; its state from before "
+                  "stays where it is", error)
 
 
 def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, list[Container]]:

@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.BackupSet]]:
     """Retention over the complete sets not failed (unverified ones count like any), keeping
-    the newest passed set too; a failed set goes only once a newer set has passed."""
-    sets = {s.id: s for s in catalog.list_sets(config.backup.directory) if s.complete}
+    the newest passed set too; a failed set goes only once a newer set has passed. The state
+    from before a restore is never deleted: raw sets at all, safety sets until verified."""
+    complete = [s for s in catalog.list_sets(config.backup.directory) if s.complete]
+    protected = {s.id: [_protection(s)] for s in complete if _protection(s)}
+    sets = {s.id: s for s in complete if s.id not in protected}
     failed = [s for s in sets.values() if s.verification == "failed"]
     chosen = retention.decide([s for s in sets.values() if s.verification != "failed"],
                               config.retention)
@@ -35,7 +38,17 @@ def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.Back
         else:
             chosen.keep[backup_set.id] = ["failed verification, no newer verified set"]
     chosen.delete.sort(key=lambda set_id: (sets[set_id].created_at, set_id))
+    chosen.keep.update(protected)
     return chosen, sets
+
+
+def _protection(backup_set: catalog.BackupSet) -> str:
+    """Why retention may never delete a set ("" when it may)."""
+    if backup_set.kind == catalog.RAW:
+        return "raw files of a database from before a restore: never pruned (remove by hand)"
+    if backup_set.kind == catalog.SAFETY and backup_set.verification != "passed":
+        return "state from before a restore, not verified yet"
+    return ""
 
 
 def superseded(failed: catalog.BackupSet, newest_passed: catalog.BackupSet | None) -> bool:

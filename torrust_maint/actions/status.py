@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, lock, safefs
+from torrust_maint import catalog, lock, restore_record, safefs
 from torrust_maint.config import Config
 from torrust_maint.errors import EXIT_FAILED, EXIT_OK
 from torrust_maint.lock import pid_alive
@@ -23,7 +23,8 @@ def gather(config: Config) -> dict:
     """Everything status reports, as JSON-ready data."""
     directory = config.backup.directory
     sets = catalog.list_sets(directory)
-    complete = [s for s in sets if s.complete and s.created_at is not None]
+    complete = [s for s in sets if s.complete and s.created_at is not None
+                and s.kind != catalog.RAW]
     passed = [s for s in complete if s.verification == "passed"]
     failing = newest_failed(complete)
     return {
@@ -39,7 +40,19 @@ def gather(config: Config) -> dict:
                        if s.path.name.startswith(catalog.STAGING_PREFIX)],
         "window": window(directory),
         "lock": lock_holder(directory),
+        "pending_restore": pending_restore(directory),
+        "raw_sets": [s.id for s in sets if s.complete and s.kind == catalog.RAW],
     }
+
+
+def pending_restore(directory: Path) -> dict | None:
+    """An interrupted restore, and where the state from before it is kept."""
+    record = restore_record.read(directory)
+    if record is None:
+        return None
+    return {"restore_of": record.get("restore_of"), "phase": record.get("phase"),
+            "started_at": record.get("started_at"), "safety_set": record.get("safety_set"),
+            "text": restore_record.describe(record)}
 
 
 def newest_failed(complete: list[catalog.BackupSet]) -> list[catalog.BackupSet]:
@@ -99,8 +112,10 @@ def lock_holder(directory: Path) -> dict:
 
 
 def unhealthy(data: dict) -> bool:
-    """Exit 1: the newest set failed verification, or a window is open."""
-    return data["newest_failed_count"] > 0 or data["window"] is not None
+    """Exit 1: the newest set failed verification, a window is open, or a restore was
+    interrupted (the state from before it is not yet in a verified set)."""
+    return data["newest_failed_count"] > 0 or data["window"] is not None \
+        or data.get("pending_restore") is not None
 
 
 def age(seconds: int) -> str:
@@ -139,6 +154,11 @@ def lines(data: dict) -> list[str]:
             for path in data["unfinished"]]
     out.append(window_line(data["window"]))
     out.append(lock_line(data["lock"]))
+    if data["pending_restore"]:
+        out.append(f"INTERRUPTED RESTORE: {data['pending_restore']['text']}")
+    out += [f"raw set {set_id}: raw files of a database from before a restore that could not "
+            "be exported; never pruned (remove it by hand once you no longer need it)"
+            for set_id in data["raw_sets"]]
     return out
 
 

@@ -197,6 +197,12 @@ def announce(outcome: Outcome) -> None:
 def select(sets: list[catalog.BackupSet], target: str | None, every: bool,
            scheduled: bool) -> list[catalog.BackupSet]:
     """The sets a verify command names: an id, `latest` (default), --all or --scheduled."""
+    raw = {s.id for s in sets if s.complete and s.kind == catalog.RAW}
+    if target in raw:
+        raise ConfigError(f"set {target} holds the raw files of a database that could not be "
+                          "exported: there is nothing to restore and check (its checksums were "
+                          "checked when it was written)")
+    sets = [s for s in sets if s.id not in raw]  # nothing in them restores
     complete = [s for s in sets if s.complete]
     if every:
         return sets

@@ -26,7 +26,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -170,6 +170,8 @@ class MysqlSnapshot:
     ready_seen: bool = False
     stderr_reader: threading.Thread | None = field(default=None, repr=False)
     head_reader: threading.Thread | None = field(default=None, repr=False)
+    # Only these tables (physical name -> name in the set), e.g. a restore's tables set aside.
+    tables: dict[str, str] | None = None
 
     def _read_stderr(self) -> None:
         """Collect the tool's stderr; mark the starter's line and the line after "Starting
@@ -294,7 +296,11 @@ class MysqlSnapshot:
         head = bytes(self.head) + self.process.stdout.read(CHUNK)
         stripped = SANDBOX_LINE.sub(b"", head, count=1)
         self.sandbox_line_removed = stripped != head
-        for chunk in _chunks(stripped, self.process.stdout):
+        chunks = _chunks(stripped, self.process.stdout)
+        if self.tables is not None:
+            names = self.tables
+            chunks = rename_tables(chunks, lambda name: names.get(name, name))
+        for chunk in chunks:
             stream.write(chunk)
             total += len(chunk)
             tail = (tail + chunk)[-256:]
@@ -321,6 +327,8 @@ class MysqlSnapshot:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
                 "AND table_type = 'BASE TABLE' ORDER BY table_name", (self.database.database,))
             tables = [row[0] for row in cursor.fetchall()]
+            if self.tables is not None:
+                tables = [table for table in tables if table in self.tables]
             for table in tables:
                 cursor.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
@@ -330,8 +338,9 @@ class MysqlSnapshot:
                 cursor.execute(f"SELECT COUNT(*), {checksum_expression(columns)} "
                                f"FROM {quote_name(table)}")
                 count, checksum = cursor.fetchone()
-                self.table_rows[table] = int(count)
-                self.table_checksums[table] = int(checksum or 0)
+                name = self.tables[table] if self.tables is not None else table
+                self.table_rows[name] = int(count)
+                self.table_checksums[name] = int(checksum or 0)
             cursor.execute("COMMIT")
 
     def manifest(self) -> dict:
@@ -418,10 +427,12 @@ def dump_options(tool: str, version: str) -> tuple[str, ...]:
 
 
 def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
-            live_handle_ok: bool = True, timeout: float = SNAPSHOT_TIMEOUT) -> MysqlSnapshot:
+            live_handle_ok: bool = True, timeout: float = SNAPSHOT_TIMEOUT,
+            tables: dict[str, str] | None = None) -> MysqlSnapshot:
     """Before the window: the option file can be written, the connection works, the dump tool
     exists and runs in the container, blocked on its option file. Every wait is bounded by
-    `timeout` ([deployment] snapshot_timeout), the wait in open() too."""
+    `timeout` ([deployment] snapshot_timeout), the wait in open() too. With `tables` (physical
+    name -> name in the set) only those are dumped and counted, under their names in the set."""
     options = option_file(database.user, database.password)
     connection = connect(database)
     try:
@@ -433,8 +444,8 @@ def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
         connection.close()
         raise
     argv = ["sh", "-c", STARTER, "sh", tool, "--defaults-extra-file=/dev/stdin",
-            *dump_options(tool, version), database.database]
-    snapshot = MysqlSnapshot(database=database,
+            *dump_options(tool, version), database.database, *(tables or {})]
+    snapshot = MysqlSnapshot(database=database, tables=tables,
                              process=docker.exec_stream(database.container.id, argv),
                              connection=connection, tool=tool,
                              tool_version=re.sub(r"\s+", " ", version),
@@ -525,6 +536,10 @@ def import_dump(docker: Docker, container: str, client: str, option_path: str,
         process.stdin.close()
     except BrokenPipeError:
         pass  # the client stopped reading: its exit status and stderr say why
+    except BaseException:  # the source failed (a refused dump, a signal): no half import runs on
+        process.kill()
+        process.communicate()
+        raise
     process.stdin = None  # closed: communicate() must not flush it
     _, stderr = process.communicate()
     if process.returncode != 0:
@@ -550,22 +565,23 @@ def query(docker: Docker, container: str, client: str, option_path: str, databas
 
 
 def table_summary(run_query, checksum: Callable[[list[str]], str] = checksum_expression,
-                  ) -> tuple[dict[str, int], dict[str, int]]:
-    """Row counts and checksums of every base table, with the same SQL as at backup time
-    (`checksum`: the set's, from checksum_for)."""
-    tables = [row[0] for row in run_query(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
-        "AND table_type = 'BASE TABLE' ORDER BY table_name")]
+                  tables: dict[str, str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Row counts and checksums of every base table (or of `tables`: name in the set ->
+    table to read), with the same SQL as at backup time (`checksum`: the set's)."""
+    if tables is None:
+        tables = {row[0]: row[0] for row in run_query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name")}
     counts, checksums = {}, {}
-    for table in tables:
+    for name, table in tables.items():
         columns = [quote_name(row[0]) for row in run_query(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
             f"AND table_name = '{table.replace(chr(39), chr(39) * 2)}' "
             "ORDER BY ordinal_position")]
         [[count, value]] = run_query(f"SELECT COUNT(*), {checksum(columns)} "
                                      f"FROM {quote_name(table)}")
-        counts[table] = int(count)
-        checksums[table] = int(value) if value not in ("NULL", "") else 0
+        counts[name] = int(count)
+        checksums[name] = int(value) if value not in ("NULL", "") else 0
     return counts, checksums
 
 
@@ -614,33 +630,240 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
     return {"tables": counts, "image": image}
 
 
-def restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
-            expected: dict) -> dict:
-    """Import the set's dump into the live database (tracker stopped) as the tracker's user,
-    dropping tables the set does not have, then compare counts and checksums."""
+NEW_PREFIX = "torrust_maint_new_"  # a restore's shadow tables, imported while the tracker serves
+OLD_PREFIX = "torrust_maint_old_"  # the tables a restore set aside: the state from before it
+NAME_LIMIT = 64  # MySQL's identifier length
+# Statements of a dump that name a table, at the start of a line (mysqldump and mariadb-dump).
+TABLE_STATEMENT = re.compile(
+    rb"^(DROP TABLE IF EXISTS |CREATE TABLE |LOCK TABLES |INSERT INTO |/\*!40000 ALTER TABLE )"
+    rb"`((?:[^`]|``)+)`")
+# What shadow tables cannot hold: names that stay global in the schema (constraints, triggers)
+# or objects that refer to tables by name (views, routines, events). The tracker has none.
+UNSUPPORTED = re.compile(
+    rb"^\s*(CONSTRAINT |DELIMITER |/\*!50001 |/\*!50003 CREATE|/\*!50106 CREATE"
+    rb"|CREATE (?:ALGORITHM|DEFINER|VIEW|TRIGGER|PROCEDURE|FUNCTION|EVENT))")
+
+
+def rename_tables(chunks: Iterable[bytes], rename: Callable[[str], str],
+                  seen: set[str] | None = None) -> Iterator[bytes]:
+    """A dump's bytes with every table named in its statements renamed; MaintError on what
+    shadow tables cannot hold (foreign keys, triggers, views, routines, events)."""
+    pending = b""
+    for chunk in chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        yield b"".join(_renamed_line(line, rename, seen) + b"\n" for line in lines)
+    if pending:
+        yield _renamed_line(pending, rename, seen)
+
+
+def _renamed_line(line: bytes, rename: Callable[[str], str], seen: set[str] | None) -> bytes:
+    found = TABLE_STATEMENT.match(line)
+    if found:
+        name = found.group(2).replace(b"``", b"`").decode()
+        if seen is not None:
+            seen.add(name)
+        return found.group(1) + quote_name(rename(name)).encode() + line[found.end():]
+    if UNSUPPORTED.match(line):
+        what = UNSUPPORTED.match(line).group(1).decode().strip()  # type: ignore[union-attr]
+        raise MaintError(f"the set's dump holds {what!r} (a foreign key, trigger, view, routine "
+                         "or event): restoring it through shadow tables is not supported; "
+                         "nothing live was changed")
+    return line
+
+
+class ChunkReader:
+    """A read(size) stream over an iterator of byte chunks (for import_dump)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.buffer = chunks, bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.buffer += chunk
+        if size < 0:
+            size = len(self.buffer)
+        out = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return out
+
+
+def _stream_chunks(source) -> Iterator[bytes]:
+    while chunk := source.read(CHUNK):
+        yield chunk
+
+
+def base_tables(connection, database: str) -> list[str]:
+    """The database's base tables, by name."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT table_name FROM information_schema.tables "
+                       "WHERE table_schema = %s AND table_type = 'BASE TABLE' "
+                       "ORDER BY table_name", (database,))
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _drop(connection, tables: list[str]) -> None:
+    if tables:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS " + ", ".join(quote_name(t) for t in tables))
+
+
+@dataclass
+class MysqlSwap:
+    """A restore's shadow tables in the live database, swapped in by one RENAME TABLE."""
+
+    docker: Docker
+    database: MysqlDatabase
+    tables: list[str]  # the set's tables
+    timeout: float = SNAPSHOT_TIMEOUT
+    old_tables: list[str] = field(default_factory=list)  # live tables set aside (their names)
+    connection: pymysql.connections.Connection | None = field(default=None, repr=False)
+
+    def _connection(self) -> pymysql.connections.Connection:
+        if self.connection is None:
+            self.connection = connect(self.database)
+        return self.connection
+
+    def record(self) -> dict:
+        return {"database": self.database.database, "tables": self.tables,
+                "old_tables": [OLD_PREFIX + t for t in self.old_tables]}
+
+    @classmethod
+    def from_record(cls, docker: Docker, database: MysqlDatabase, data: dict,
+                    timeout: float = SNAPSHOT_TIMEOUT) -> MysqlSwap:
+        old = [str(t)[len(OLD_PREFIX):] for t in data.get("old_tables", [])]
+        return cls(docker, database, [str(t) for t in data.get("tables", [])], timeout, old)
+
+    def plan(self) -> list[str]:
+        """Inside the window, before the swap: the live tables it sets aside."""
+        with server_errors("listing the live tables"), \
+                answers_within(self._connection(), self.timeout):
+            live = base_tables(self._connection(), self.database.database)
+        self.old_tables = [t for t in live if not t.startswith((NEW_PREFIX, OLD_PREFIX))]
+        return self.old_tables
+
+    def apply(self) -> None:
+        """Inside the window: one atomic RENAME TABLE sets the live tables aside and the shadow
+        tables in; bounded by snapshot_timeout (lock_wait_timeout too)."""
+        pairs = [(t, OLD_PREFIX + t) for t in self.old_tables]
+        pairs += [(NEW_PREFIX + t, t) for t in self.tables]
+        connection = self._connection()
+        with server_errors("swapping the restored tables in (RENAME TABLE)"), \
+                answers_within(connection, self.timeout), connection.cursor() as cursor:
+            cursor.execute("SET SESSION lock_wait_timeout = %s", (max(1, int(self.timeout)),))
+            cursor.execute("RENAME TABLE " + ", ".join(
+                f"{quote_name(a)} TO {quote_name(b)}" for a, b in pairs))
+
+    def applied(self) -> bool:
+        """Whether the swap happened (RENAME TABLE is atomic: all or nothing)."""
+        connection = self._connection()
+        with server_errors("looking for the restore's tables"), \
+                answers_within(connection, self.timeout):
+            live = set(base_tables(connection, self.database.database))
+        return not any(NEW_PREFIX + t in live for t in self.tables) and \
+            all(OLD_PREFIX + t in live for t in self.old_tables)
+
+    def undo(self) -> None:
+        """Put the tables from before back (the restored ones return to their shadow names)."""
+        if not self.applied():
+            return
+        pairs = [(t, NEW_PREFIX + t) for t in self.tables]
+        pairs += [(OLD_PREFIX + t, t) for t in self.old_tables]
+        connection = self._connection()
+        with server_errors("putting the tables from before back (RENAME TABLE)"), \
+                answers_within(connection, self.timeout), connection.cursor() as cursor:
+            cursor.execute("RENAME TABLE " + ", ".join(
+                f"{quote_name(a)} TO {quote_name(b)}" for a, b in pairs))
+
+    def remove_incoming(self) -> None:
+        """Drop the shadow tables of a restore that did not happen."""
+        with server_errors("dropping the restore's shadow tables"):
+            connection = self._connection()
+            live = base_tables(connection, self.database.database)
+            _drop(connection, [t for t in live if t.startswith(NEW_PREFIX)])
+
+    def aside_tables(self) -> list[str]:
+        return [OLD_PREFIX + t for t in self.old_tables]
+
+    def remove_aside(self) -> None:
+        """Once a verified safety set holds them: drop the tables set aside."""
+        with server_errors("dropping the tables set aside by the restore"):
+            _drop(self._connection(), self.aside_tables())
+
+    def pre_restore_snapshot(self) -> MysqlSnapshot:
+        """After the window: a dump of the tables set aside, under their own names."""
+        snapshot = prepare(self.docker, self.database, timeout=self.timeout,
+                           tables={OLD_PREFIX + t: t for t in self.old_tables})
+        return snapshot.open()
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except pymysql.err.Error:
+                pass
+            self.connection = None
+
+
+def shadow_room(docker: Docker, database: MysqlDatabase) -> tuple[int | None, int]:
+    """Free bytes in the server's data directory (None when its `df` cannot tell) and the
+    bytes the database's tables hold now (what the safety set will dump)."""
+    connection = connect(database)
+    try:
+        with server_errors("measuring the database"), connection.cursor() as cursor:
+            cursor.execute("SELECT @@datadir, (SELECT COALESCE(SUM(data_length + index_length), "
+                           "0) FROM information_schema.tables WHERE table_schema = %s)",
+                           (database.database,))
+            datadir, current = cursor.fetchone()
+    finally:
+        connection.close()
+    try:
+        out = docker.exec_output(database.container.id, ["df", "-P", "-k", str(datadir)])
+        free = int(out.decode().splitlines()[-1].split()[3]) * 1024
+    except (DockerError, ValueError, IndexError) as error:
+        log.warning("cannot tell the free space of %s in %s: %s", datadir,
+                    database.container.name, error)
+        free = None
+    return free, int(current)
+
+
+def stage_restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
+                  expected: dict, timeout: float = SNAPSHOT_TIMEOUT) -> MysqlSwap:
+    """While the tracker serves: import the set's dump into shadow tables (NEW_PREFIX) of the
+    live database as the tracker's user, and compare their counts and checksums with the
+    manifest. Nothing live changes; on any failure the shadow tables are dropped."""
     from torrust_maint.compress import open_decompressed
 
     checksum = checksum_for(expected)
-    connection = connect(database)
+    wanted = sorted(expected.get("tables", {}))
+    too_long = [t for t in wanted if len(OLD_PREFIX + t) > NAME_LIMIT]
+    if too_long:
+        raise MaintError(f"table name(s) {', '.join(too_long)} too long for a shadow table "
+                         f"({NAME_LIMIT - len(OLD_PREFIX)} characters at most)")
+    swap = MysqlSwap(docker, database, wanted, timeout)
+    connection = swap._connection()
     try:
-        wanted = set(expected.get("tables", {}))
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT table_name FROM information_schema.tables "
-                           "WHERE table_schema = %s AND table_type = 'BASE TABLE'",
-                           (database.database,))
-            extra = sorted(row[0] for row in cursor.fetchall() if row[0] not in wanted)
-            if extra:
-                cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-                for table in extra:
-                    cursor.execute(f"DROP TABLE {quote_name(table)}")
+        with server_errors("listing the live tables"):
+            live = base_tables(connection, database.database)
+        held = [t for t in live if t.startswith(OLD_PREFIX)]
+        if held:
+            raise MaintError(f"tables {', '.join(held)} hold the state from before an earlier "
+                             "restore: `torrust-maint restore --finish` secures them first")
+        with server_errors("dropping leftover shadow tables"):
+            _drop(connection, [t for t in live if t.startswith(NEW_PREFIX)])
         client, _ = client_tools(docker, database.container.id)
         option_name = f"torrust-maint-{secrets.token_hex(6)}.cnf"
         docker.copy_file_into(database.container.id, "/tmp", option_name,
                               option_file(database.user, database.password))
+        seen: set[str] = set()
         try:
             with open_decompressed(artifact, compression) as source:
+                renamed = rename_tables(_stream_chunks(source), lambda t: NEW_PREFIX + t, seen)
                 import_dump(docker, database.container.id, client, f"/tmp/{option_name}",
-                            database.database, source)
+                            database.database, ChunkReader(renamed))
         finally:
             docker.exec_output(database.container.id, ["rm", "-f", f"/tmp/{option_name}"])
 
@@ -650,8 +873,16 @@ def restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
                 return [[str(value) if value is not None else "NULL" for value in row]
                         for row in cursor.fetchall()]
 
-        counts, checksums = table_summary(run_query, checksum)
-    finally:
-        connection.close()
-    compare_summary(counts, checksums, expected)
-    return {"tables": counts}
+        with server_errors("counting the rows of the shadow tables"), \
+                answers_within(connection, None):
+            counts, checksums = table_summary(run_query, checksum,
+                                              {t: NEW_PREFIX + t for t in sorted(seen)})
+        compare_summary(counts, checksums, expected)
+    except BaseException:
+        try:
+            swap.remove_incoming()
+        except MaintError as error:
+            log.warning("could not drop the shadow tables: %s", error)
+        swap.close()
+        raise
+    return swap

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from torrust_maint import safefs
 from torrust_maint.errors import MaintError, VerificationFailed
+from torrust_maint.swap import FileSwap
 
 log = logging.getLogger(__name__)
 
@@ -397,13 +398,15 @@ def compare_counts(found: dict[str, int], expected: dict[str, int]) -> None:
         raise VerificationFailed("row counts differ: " + "; ".join(problems))
 
 
-def restore(docker, database, artifact: Path, compression: str, expected: dict) -> dict:
-    """Replace the live database file (tracker stopped) with the set's, checked beforehand.
+PRE_RESTORE_INFIX = ".torrust-maint-pre-restore-"
 
-    The new file is written beside the live one, checked (integrity, row counts), given the
-    live file's owner and mode, and renamed over it once the old -wal/-shm/-journal are gone
-    (an old WAL beside a new file would be replayed into it).
-    """
+
+def stage_restore(docker, database, artifact: Path, compression: str, expected: dict,
+                  restore_id: str) -> FileSwap:
+    """While the tracker serves: write the set's database beside the live one (same
+    filesystem), with the live file's owner and mode, fsynced, and check it (integrity_check,
+    row counts); the swap that puts it in place inside the window. VerificationFailed when
+    the set's database does not check out (the file is removed again)."""
     from torrust_maint.compress import copy_stream, open_decompressed
 
     live = Path(database.host_path)
@@ -418,14 +421,23 @@ def restore(docker, database, artifact: Path, compression: str, expected: dict) 
             copy_stream(source, sink)
             sink.flush()
             os.fsync(sink.fileno())
-        counts = check_file(incoming, expected)
-        for suffix in LIVE_SIDE_FILES:  # unlink never follows a symlink
-            Path(f"{live}{suffix}").unlink(missing_ok=True)
-        os.rename(incoming, live)
-        _fsync_directory(live.parent)
-    finally:
+            inode = os.fstat(sink.fileno()).st_ino
+        check_file(incoming, expected, pragma="integrity_check")
+    except BaseException:
         incoming.unlink(missing_ok=True)
-    return {"tables": check_file(live, expected) or counts}
+        raise
+    _fsync_directory(live.parent)
+    # An old -wal or hot -journal beside the new file would be replayed into it: they go aside
+    # with the file they belong to; -shm is rebuilt by SQLite.
+    return FileSwap(directory=str(live.parent), name=live.name, incoming=incoming.name,
+                    aside=f"{live.name}{PRE_RESTORE_INFIX}{restore_id}", incoming_ino=inode,
+                    companions=("-wal", "-journal"), stale=("-shm",), existed=info is not None)
+
+
+def pre_restore_snapshot(swap: FileSwap, staging_dir: Path) -> SqliteSnapshot:
+    """After the window: a copy of the database set aside by the swap (with its -wal or
+    -journal: SQLite replays or rolls them back in the copy), to export as the safety set."""
+    return snapshot(swap.aside_path, staging_dir)
 
 
 def _check_restore_target(live: Path, incoming: Path) -> os.stat_result | None:
