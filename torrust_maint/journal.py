@@ -32,6 +32,7 @@ MESSAGE_IDS = {
     "verify_failed": "889cd5d82bd94a4e998ab597f9e4b410",
     "verify_inconclusive": "227a7b96dc284981aedfd2d106b69706",
     "restore_started": "1dad29fc440d437283395556b411bf27",
+    "restore_swapped": "012d9024cfae4f30afbe1e81cdcfe9cb",
     "restore_completed": "915018e1df3d4ce481f227feedbdd3d2",
     "restore_failed": "706270caf63343eb88c45cda3278bf3d",
     "unit_failed": "058cb4fce9ab4886bc7d0b057ad82238",

@@ -20,7 +20,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from torrust_maint import safefs
+from torrust_maint import notify, safefs
 from torrust_maint.errors import MaintError
 
 
@@ -80,8 +80,10 @@ class FileSwap:
         """Companions aside, the file aside, stale files removed, the incoming file in."""
         with self._dir() as fd:
             for suffix in self.companions:
-                _move(fd, self.name + suffix, self.aside + suffix, self.directory)
+                if _move(fd, self.name + suffix, self.aside + suffix, self.directory):
+                    notify.status(f"restore: moved {self.name}{suffix} aside")
             _move(fd, self.name, self.aside, self.directory)
+            notify.status(f"restore: moved {self.name} aside")
             for suffix in self.stale:
                 _unlink_if_present(fd, self.name + suffix)
             if not _move(fd, self.incoming, self.name, self.directory):

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 CONFIG_INCOMING = ".torrust-maint-restore"
 CONFIG_ASIDE = ".torrust-maint-pre-restore-"
 DatabaseSwap = FileSwap | mysql_engine.MysqlSwap
+WINDOW_PHASES = {"snapshot": "swap"}  # a restore's window swaps where a backup's snapshots
 
 
 def choose(config: Config, set_id: str) -> catalog.BackupSet:
@@ -330,8 +331,9 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
     downtime = f"{report.downtime:.3f} s" if report.downtime is not None else "none"
     event("restore_swapped", "set %s is live; tracker downtime %s", target.id, downtime,
           BACKUP_ID=target.id, TRACKER_DOWNTIME_SEC=report.downtime)
-    echo(f"restored set {target.id}: tracker downtime {downtime} "
-         f"({', '.join(f'{k} {v:.3f} s' for k, v in report.phases().items())})")
+    window = ", ".join(f"{WINDOW_PHASES.get(name, name)} {seconds:.3f} s"
+                       for name, seconds in report.phases().items())
+    echo(f"restored set {target.id}: tracker downtime {downtime} ({window or 'no window'})")
     if config_swaps:
         echo("restored config files: " + ", ".join(
             str(Path(s.directory).relative_to(deployment.compose_dir) / s.name)
@@ -388,11 +390,13 @@ def swap_in(directory: Path, record: dict, database_swap: DatabaseSwap,
     record["phase"] = restore_record.SWAPPING
     restore_record.write(directory, record)
     swapped_at = catalog.utc_now()
+    notify_status("restore: swapping the restored state in")
     try:
         for swap in files:
             swap.apply()
         if isinstance(database_swap, mysql_engine.MysqlSwap):
             database_swap.apply()
+        notify_status("restore: swapped in, recording it")
         record["phase"] = restore_record.SWAPPED
         restore_record.write(directory, record)
     except BaseException:
@@ -452,6 +456,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
         raise
     record["safety_set"] = staged.id
     restore_record.write(directory, record)
+    notify_status(f"restore: safety set {staged.id} committed, verifying it")
     committed = next(s for s in catalog.list_sets(directory) if s.id == staged.id)
     kind = manifest["pre_restore"]["kind"]
     if kind == catalog.RAW:
@@ -468,6 +473,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
             raise MaintError(f"the safety set {staged.id} was written but is not verified "
                              f"({what}); the state from before stays where it is: "
                              f"{restore_record.describe(record)}")
+        notify_status("restore: removing the state set aside (a verified set holds it)")
         _remove_aside(database_swap, swaps)
     finally:
         if isinstance(database_swap, mysql_engine.MysqlSwap):
