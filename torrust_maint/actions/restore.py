@@ -474,7 +474,8 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
                              f"({what}); the state from before stays where it is: "
                              f"{restore_record.describe(record)}")
         notify_status("restore: removing the state set aside (a verified set holds it)")
-        _remove_aside(database_swap, swaps)
+        with signals_held():
+            _remove_aside(database_swap, swaps)
     finally:
         if isinstance(database_swap, mysql_engine.MysqlSwap):
             database_swap.close()
@@ -614,6 +615,11 @@ def finish_pending(config: Config, docker: Docker, echo: Callable[[str], None]) 
         echo(f"cleaned up after the restore of set {record.get('restore_of')} that was "
              "interrupted before its swap (nothing live had changed)")
         return True
+    if _already_secured(record, docker, directory, database_swap, swaps):
+        restore_record.clear(directory)
+        echo(f"the state from before the interrupted restore of set {record.get('restore_of')} "
+             f"is in the verified set {record.get('safety_set')}; removed what was set aside")
+        return True
     echo(f"securing the state from before the interrupted restore of set "
          f"{record.get('restore_of')}")
     warnings = ["made after an interrupted restore: the config archive holds the config of "
@@ -625,6 +631,35 @@ def finish_pending(config: Config, docker: Docker, echo: Callable[[str], None]) 
     swapped_at = catalog.parse_rfc3339(str(record.get("started_at")))
     secure(config, docker, deployment, record, staged, config_artifact, WindowReport(), phases,
            phases.clock(), swapped_at, warnings, echo)
+    return True
+
+
+def _already_secured(record: dict, docker: Docker, directory: Path,
+                     database_swap: DatabaseSwap, swaps: list[FileSwap]) -> bool:
+    """Whether the record's safety set was committed and holds the state (verified now if it
+    was not yet): then what was set aside is removed. False when there is no such set."""
+    found = [s for s in catalog.list_sets(directory)
+             if s.id == record.get("safety_set") and s.complete]
+    if not found:
+        return False
+    backup_set = found[0]
+    if backup_set.kind == catalog.RAW:
+        problems = verify_action.artifact_problems(backup_set)
+    elif backup_set.verification != "passed":
+        outcome = verify_action.verify_set(backup_set, docker, directory)
+        problems = [] if outcome.passed else [f"{outcome.result}: {'; '.join(outcome.problems)}"]
+    else:
+        problems = []
+    if problems:
+        raise MaintError(f"the safety set {backup_set.id} of the interrupted restore is not "
+                         f"verified ({'; '.join(problems)}); the state from before stays "
+                         f"where it is: {restore_record.describe(record)}")
+    try:
+        with signals_held():
+            _remove_aside(database_swap, swaps)
+    finally:
+        if isinstance(database_swap, mysql_engine.MysqlSwap):
+            database_swap.close()
     return True
 
 
