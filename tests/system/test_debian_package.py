@@ -341,6 +341,27 @@ def test_wal_snapshot_under_the_hardened_unit(host: Host):
         for suffix in ("", "-wal", "-shm"):
             info = Path(f"{tracker.db_host_path}{suffix}").stat()
             assert (info.st_uid, info.st_gid) == (1000, 1000), suffix
+
+        # The installed restore: staged beside the live file, swapped in by renames, the state
+        # from before kept in a verified safety set; the tracker's uid keeps its database.
+        done = host.run("torrust-maint", "restore", backup_set.name, "--yes", timeout=300)
+        assert f"restored set {backup_set.name}" in done.stdout, done.stdout
+        assert tracker.startup_seqs()[-1] == rows  # started on exactly the restored state
+        tracker.wait_healthy(timeout=30)
+        [safety] = [p for p in backup_dir.iterdir() if (p / "manifest.json").exists()
+                    and p.name != backup_set.name]
+        safety_manifest = json.loads((safety / "manifest.json").read_text())
+        assert safety_manifest["pre_restore"] == {"restore_of": backup_set.name,
+                                                  "kind": "safety"}
+        assert safety_manifest["verification"]["outcome"] == "passed"
+        assert safety_manifest["database"]["tables"]["torrents"] >= rows + 200
+        assert sorted(p.name for p in database_dir.iterdir()
+                      if "torrust-maint" in p.name) == []  # nothing set aside is left
+        info = tracker.db_host_path.stat()
+        assert (info.st_uid, info.st_gid) == (1000, 1000)
+        assert f"the state before the restore is in safety set {safety.name}" in done.stdout
+        timing(host.distro, "restore downtime, SQLite WAL (s)",
+               safety_manifest["downtime_seconds"])
     finally:
         host.write("/etc/torrust-maint/torrust-maint.toml", sqlite_config)
         host.run("rm", "-f", f"/etc/systemd/system/{SERVICE}.d/deployment-wal.conf")
