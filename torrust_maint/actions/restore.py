@@ -294,6 +294,7 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
         staged.discard()
         restore_record.clear(directory)
         _refused(target, error)
+        _raise_unchanged(target, error)
         raise
     echo(f"prepared set {target.id} in {phases.seconds['prepare']:.1f} s while the tracker "
          "served; swapping it in")
@@ -317,6 +318,7 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
             staged.discard()
             restore_record.clear(directory)
             _refused(target, error)
+            _raise_unchanged(target, error)
         else:
             event("restore_failed", "restore of %s: swapped in, then %s", target.id, error,
                   level=logging.ERROR, BACKUP_ID=target.id, ERROR=str(error))
@@ -418,6 +420,16 @@ def _discard(database_swap: DatabaseSwap | None, config_swaps: list[FileSwap]) -
             swap.remove_incoming()
         except (OSError, MaintError) as error:
             log.warning("could not remove what the restore staged: %s", error)
+
+
+def _raise_unchanged(target: catalog.BackupSet, error: BaseException) -> None:
+    """Raise a MaintError (not a signal's Interrupted) again, saying that nothing live changed;
+    its exit code is kept."""
+    if isinstance(error, MaintError) and not isinstance(error, Interrupted):
+        refused = MaintError(f"restore of set {target.id} failed: {error}; nothing live was "
+                             "changed")
+        refused.exit_code = error.exit_code
+        raise refused from None
 
 
 def _refused(target: catalog.BackupSet, error: BaseException) -> None:
