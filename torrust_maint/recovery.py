@@ -73,7 +73,7 @@ class WindowMarker:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             with open(fd, encoding="utf-8") as handle:
                 data = json.load(handle)
-            return cls(path, _marked_containers(data), int(data["pid"]), str(data["opened_at"]),
+            return cls(path, marked_containers(data), int(data["pid"]), str(data["opened_at"]),
                        int(data.get("stop_timeout", 10)), str(data.get("boot_id", "")))
         except FileNotFoundError:
             return None
@@ -93,7 +93,13 @@ class WindowMarker:
         return earliest <= finished <= latest
 
 
-def _marked_containers(data: dict) -> tuple[Container, ...]:
+def container_records(containers: list[Container]) -> list[dict]:
+    """What a marker (or a restore record) keeps of containers to find them again later."""
+    return [{"id": c.id, "name": c.name, "service": c.service, "project": c.project,
+             "working_dir": c.working_dir} for c in containers]
+
+
+def marked_containers(data: dict) -> tuple[Container, ...]:
     """Containers of a marker: format 2 lists them; format 1 had ids and names only."""
     if "containers" in data:
         return tuple(Container(id=str(c["id"]), name=str(c["name"]), service=str(c["service"]),
@@ -128,9 +134,7 @@ def write_marker(directory: Path, containers: list[Container], stop_timeout: int
     temporary = directory / (MARKER_NAME + ".tmp")
     data = {"format": MARKER_FORMAT, "pid": os.getpid(), "boot_id": boot_id(),
             "opened_at": catalog.rfc3339(catalog.utc_now()), "stop_timeout": stop_timeout,
-            "containers": [{"id": c.id, "name": c.name, "service": c.service,
-                            "project": c.project, "working_dir": c.working_dir}
-                           for c in containers]}
+            "containers": container_records(containers)}
     temporary.unlink(missing_ok=True)  # a leftover of a killed run; unlink follows nothing
     fd = safefs.create_exclusive(temporary, 0o600)
     with open(fd, "w", encoding="utf-8") as handle:

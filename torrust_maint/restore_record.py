@@ -41,7 +41,7 @@ def read(directory: Path) -> dict | None:
             data = json.load(handle)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, safefs.UnsafePath) as error:
         return {"phase": "unreadable", "error": f"{path}: {error}"}
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
         return {"phase": "unreadable", "error": f"{path}: not a restore record of ours"}
@@ -71,11 +71,16 @@ def file_swaps(record: dict) -> list[FileSwap]:
     return [FileSwap.from_json(item) for item in record.get("files", [])]
 
 
-def roll_back(directory: Path) -> bool:
+def roll_back(directory: Path, *, tables_not_swapped: bool = False) -> bool:
     """Undo an unfinished file swap (phase swapping): the state from before is live again.
-    Caller holds the run lock, the tracker is stopped. Whether there was one to undo."""
+    Caller holds the run lock, the tracker is stopped. Whether there was one to undo.
+
+    A MySQL restore swaps its config files first, then the tables in one atomic RENAME: its
+    files are rolled back only by the caller that saw the RENAME did not happen."""
     record = read(directory)
     if record is None or record.get("phase") != SWAPPING:
+        return False
+    if record.get("driver") == "mysql" and not tables_not_swapped:
         return False
     for swap in reversed(file_swaps(record)):
         swap.undo()
@@ -100,6 +105,12 @@ def describe(record: dict) -> str:
         return (f"restore of set {record.get('restore_of')} (started "
                 f"{record.get('started_at')}): the state from before it is kept in {held}; "
                 f"{state}; `torrust-maint restore --finish` secures it")
+    if record.get("phase") == SWAPPING:
+        held = ", ".join(where + [f"table {t}" for t in tables]) or "its tables"
+        return (f"restore of set {record.get('restore_of')} (started "
+                f"{record.get('started_at')}) was interrupted during its swap: the state from "
+                f"before it is in {held} and is put back before the tracker starts "
+                "(`torrust-maint recover`); `torrust-maint restore --finish` settles the rest")
     return (f"restore of set {record.get('restore_of')} (started {record.get('started_at')}) "
             "was interrupted before its swap: nothing live changed; "
             "`torrust-maint restore --finish` cleans up")

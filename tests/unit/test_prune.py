@@ -188,3 +188,79 @@ def test_sigterm_during_a_deletion_finishes_that_set_and_stops(tmp_path, monkeyp
             prune.apply(config, lambda _line: None)
     assert remaining(config) == [older, newest]  # the first deletion completed, then stopped
     assert not (config.backup.directory / oldest).exists()
+
+
+# -- the state from before a restore (safety and raw sets) ----------------------------------
+
+def make_pre_restore_set(directory: Path, moment: dt.datetime, kind: str,
+                         verification: str | None = None) -> str:
+    """A set a restore made of the state it replaced: a safety set, or the raw files of a
+    database that could not be exported."""
+    set_id = make_set(directory, moment, verification)
+    backup_set = next(s for s in catalog.list_sets(directory) if s.id == set_id)
+    manifest = dict(backup_set.manifest,
+                    pre_restore={"restore_of": "20260101T030000Z", "kind": kind},
+                    reason="safety backup before restoring 20260101T030000Z")
+    catalog.rewrite_manifest(backup_set, manifest)
+    return set_id
+
+
+@pytest.mark.parametrize("verification", [None, "passed", "failed"])
+def test_a_raw_set_is_never_pruned(tmp_path, verification):
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    raw = make_pre_restore_set(directory, day(3, 1), catalog.RAW, verification)
+    newer = [make_set(directory, day(3, number), "passed") for number in range(2, 8)]
+
+    chosen, _ = prune.decision(config)
+    prune.apply(config, lambda _line: None)
+
+    assert raw not in chosen.delete
+    assert chosen.keep[raw] == ["raw files of a database from before a restore: never pruned "
+                                "(remove by hand)"]
+    assert remaining(config) == [raw, newer[-1]]
+
+
+@pytest.mark.parametrize("verification", [None, "failed"])
+def test_a_safety_set_not_verified_is_kept(tmp_path, verification):
+    config = config_for(tmp_path, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    safety = make_pre_restore_set(directory, day(3, 1), catalog.SAFETY, verification)
+    newer = [make_set(directory, day(3, number), "passed") for number in range(2, 6)]
+
+    chosen, _ = prune.decision(config)
+    prune.apply(config, lambda _line: None)
+
+    assert chosen.keep[safety] == ["state from before a restore, not verified yet"]
+    assert remaining(config) == [safety, newer[-1]]
+
+
+def test_a_passed_safety_set_takes_part_in_retention(tmp_path):
+    config = config_for(tmp_path, keep_last=2, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    old_safety = make_pre_restore_set(directory, day(3, 1), catalog.SAFETY, "passed")
+    middle = make_set(directory, day(3, 2), "passed")
+    new_safety = make_pre_restore_set(directory, day(3, 3), catalog.SAFETY, "passed")
+    newest = make_set(directory, day(3, 4), "passed")
+
+    chosen, _ = prune.decision(config)
+    prune.apply(config, lambda _line: None)
+
+    assert chosen.delete == [old_safety, middle]
+    assert chosen.keep[new_safety] == ["keep_last"]
+    assert chosen.keep[newest] == ["newest", "keep_last", "newest verified set"]
+    assert remaining(config) == [new_safety, newest]
+
+
+def test_protected_sets_take_no_place_of_the_sets_retention_keeps(tmp_path):
+    config = config_for(tmp_path, keep_last=2, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    directory = config.backup.directory
+    older = make_set(directory, day(3, 1), "passed")
+    kept = [make_set(directory, day(3, number), "passed") for number in (2, 3)]
+    raw = make_pre_restore_set(directory, day(3, 4), catalog.RAW)
+    safety = make_pre_restore_set(directory, day(3, 5), catalog.SAFETY)
+
+    chosen, _ = prune.decision(config)
+
+    assert chosen.delete == [older]  # the two newest ordinary sets stay as keep_last says
+    assert set(chosen.keep) == {*kept, raw, safety}

@@ -204,3 +204,137 @@ def test_an_unreadable_window_marker_is_no_window(tmp_path, directory, capsys):
     code, out = status(tmp_path, capsys)
     assert code == 0
     assert "window: none open" in out.splitlines()
+
+
+# -- an interrupted restore and raw sets ----------------------------------------------------
+
+RESTORED = "20260101T030000Z"
+
+
+def make_pre_restore_set(directory: Path, days_ago: float, kind: str,
+                         verification: str | None = None) -> str:
+    """A set a restore made of the state it replaced (kind: safety or raw)."""
+    set_id = make_set(directory, days_ago, verification)
+    backup_set = next(s for s in catalog.list_sets(directory) if s.id == set_id)
+    catalog.rewrite_manifest(backup_set, dict(backup_set.manifest, pre_restore={
+        "restore_of": RESTORED, "kind": kind}))
+    return set_id
+
+
+def write_restore_record(directory: Path, phase: str = "swapped", **extra) -> dict:
+    from torrust_maint import restore_record
+
+    record = {"id": "20260301T030000Z", "restore_of": RESTORED, "driver": "mysql",
+              "started_at": "2026-03-01T03:00:00.000000Z", "phase": phase, "files": [],
+              "mysql": {"old_tables": ["torrust_maint_old_torrents"]}, "safety_set": None,
+              **extra}
+    restore_record.write(directory, record)
+    return record
+
+
+def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
+    config = tmp_path / "torrust-maint.toml"
+    config.write_text(f'[deployment]\ncompose_dir = "{tmp_path}"\n\n'
+                      f'[backup]\ndirectory = "{tmp_path / "backups"}"\n')
+    code = cli.main(["--config", str(config), *args])
+    return code, capsys.readouterr().out
+
+
+def test_json_names_an_interrupted_restore_and_raw_sets_and_exits_1(tmp_path, directory,
+                                                                     capsys):
+    from torrust_maint import restore_record
+
+    passed = make_set(directory, 2, "passed")
+    raw = make_pre_restore_set(directory, 1, "raw")
+    record = write_restore_record(directory, safety_set="20260301T030001Z")
+
+    code, out = status(tmp_path, capsys, "--json")
+
+    assert code == 1
+    data = json.loads(out)
+    assert data["ok"] is False
+    assert data["pending_restore"] == {
+        "restore_of": RESTORED, "phase": "swapped", "started_at": record["started_at"],
+        "safety_set": "20260301T030001Z",
+        "text": restore_record.describe(restore_record.read(directory))}
+    assert "table torrust_maint_old_torrents" in data["pending_restore"]["text"]
+    assert data["raw_sets"] == [raw]
+    assert data["newest"]["id"] == passed  # a raw set is never the newest backup
+    assert data["newest_failed_count"] == 0 and data["window"] is None
+
+
+def test_text_names_an_interrupted_restore_and_raw_sets(tmp_path, directory, capsys):
+    make_set(directory, 2, "passed")
+    raw = make_pre_restore_set(directory, 1, "raw")
+    write_restore_record(directory, phase="prepared")
+
+    code, out = status(tmp_path, capsys)
+
+    assert code == 1
+    lines = out.splitlines()
+    assert (f"INTERRUPTED RESTORE: restore of set {RESTORED} (started "
+            "2026-03-01T03:00:00.000000Z) was interrupted before its swap: nothing live "
+            "changed; `torrust-maint restore --finish` cleans up") in lines
+    assert (f"raw set {raw}: raw files of a database from before a restore that could not be "
+            "exported; never pruned (remove it by hand once you no longer need it)") in lines
+
+
+def test_a_raw_set_alone_is_no_alarm(tmp_path, directory, capsys):
+    make_set(directory, 2, "passed")
+    raw = make_pre_restore_set(directory, 1, "raw")
+    code, out = status(tmp_path, capsys, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["raw_sets"] == [raw] and data["pending_restore"] is None
+
+
+def test_an_unreadable_restore_record_is_an_alarm(tmp_path, directory, capsys):
+    from torrust_maint import restore_record
+
+    make_set(directory, 1, "passed")
+    (directory / restore_record.RECORD_NAME).write_text("{not json")
+    code, out = status(tmp_path, capsys)
+    assert code == 1
+    assert (f"INTERRUPTED RESTORE: restore record unreadable "
+            f"({directory / restore_record.RECORD_NAME}: ") in out
+
+
+def test_a_symlinked_restore_record_is_reported_unreadable(tmp_path, directory, capsys):
+    """Regression (was a bug: restore_record.read lets safefs.UnsafePath escape): status fails outright instead
+    of reporting the record and exiting 1."""
+    from torrust_maint import restore_record
+
+    target = tmp_path / "elsewhere.json"
+    target.write_text("{}")
+    make_set(directory, 1, "passed")
+    (directory / restore_record.RECORD_NAME).symlink_to(target)
+    code, out = status(tmp_path, capsys)
+    assert code == 1
+    assert "INTERRUPTED RESTORE: restore record unreadable" in out
+    assert target.read_text() == "{}"
+
+
+def test_list_shows_raw_and_safety_sets_and_an_interrupted_restore(tmp_path, directory,
+                                                                    capsys):
+    backup = make_set(directory, 3, "passed")
+    safety = make_pre_restore_set(directory, 2, "safety", "passed")
+    raw = make_pre_restore_set(directory, 1, "raw")
+    write_restore_record(directory)
+
+    code, out = run_cli(tmp_path, capsys, "list")
+
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert rows[backup].endswith("  complete, passed")
+    assert rows[safety].endswith(f"  complete, passed, state before restoring {RESTORED}")
+    assert rows[raw].endswith(f"  RAW files of the database before restoring {RESTORED} (it "
+                              "could not be exported); never pruned")
+    last = out.splitlines()[-1]
+    assert last.startswith(f"INTERRUPTED RESTORE: restore of set {RESTORED} (started ")
+    assert last.endswith("`torrust-maint restore --finish` secures it")
+
+    code, out = run_cli(tmp_path, capsys, "list", "--json")
+    kinds = {item["id"]: (item["kind"], item["pre_restore"]) for item in json.loads(out)}
+    assert kinds == {backup: ("backup", None),
+                     safety: ("safety", {"restore_of": RESTORED, "kind": "safety"}),
+                     raw: ("raw", {"restore_of": RESTORED, "kind": "raw"})}

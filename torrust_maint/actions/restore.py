@@ -37,7 +37,13 @@ from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import ConfigError, Interrupted, MaintError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
-from torrust_maint.recovery import WindowGuard, WindowMarker, recover
+from torrust_maint.recovery import (
+    WindowGuard,
+    WindowMarker,
+    container_records,
+    marked_containers,
+    recover,
+)
 from torrust_maint.swap import FileSwap
 from torrust_maint.window import (
     WindowReport,
@@ -273,7 +279,8 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
         staged = catalog.StagedSet(directory, safety_id)
     record = {"id": safety_id, "restore_of": target.id, "driver": deployment.driver,
               "started_at": catalog.rfc3339(catalog.utc_now()), "phase": restore_record.PREPARED,
-              "files": [], "mysql": {}, "safety_set": None}
+              "files": [], "mysql": {}, "safety_set": None,
+              "containers": container_records(list(deployment.trackers))}
     event("restore_started", "restoring set %s: preparing while the tracker serves", target.id,
           BACKUP_ID=target.id, DB_DRIVER=deployment.driver)
     warnings: list[str] = []
@@ -313,15 +320,16 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
                 raise Interrupted(held)
             swapped_at = swap_in(directory, record, database_swap, config_swaps)
     except BaseException as error:
-        if record["phase"] != restore_record.SWAPPED:
+        if record["phase"] == restore_record.PREPARED:
             _discard(database_swap, config_swaps)
             staged.discard()
             restore_record.clear(directory)
             _refused(target, error)
             _raise_unchanged(target, error)
         else:
-            event("restore_failed", "restore of %s: swapped in, then %s", target.id, error,
-                  level=logging.ERROR, BACKUP_ID=target.id, ERROR=str(error))
+            event("restore_failed", "restore of %s: %s during or after its swap: %s",
+                  target.id, record["phase"], error, level=logging.ERROR, BACKUP_ID=target.id,
+                  ERROR=str(error))
             echo(restore_record.describe(record))
         raise
     finally:
@@ -402,13 +410,28 @@ def swap_in(directory: Path, record: dict, database_swap: DatabaseSwap,
         record["phase"] = restore_record.SWAPPED
         restore_record.write(directory, record)
     except BaseException:
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
-            database_swap.undo()
-        for swap in reversed(files):
-            swap.undo()
-        record["phase"] = restore_record.PREPARED
+        if _undo_all(database_swap, files):
+            record["phase"] = restore_record.PREPARED
+            restore_record.write(directory, record)
         raise
     return swapped_at
+
+
+def _undo_all(database_swap: DatabaseSwap, files: list[FileSwap]) -> bool:
+    """Undo every swap, each on its own (one failing never stops the others); whether all
+    were undone. A failure is logged; the record then stays in phase swapping."""
+    undos: list[Callable[[], None]] = [swap.undo for swap in reversed(files)]
+    if isinstance(database_swap, mysql_engine.MysqlSwap):
+        undos.insert(0, database_swap.undo)
+    undone = True
+    for undo in undos:
+        try:
+            undo()
+        except (OSError, MaintError) as error:
+            log.critical("undoing the restore's swap failed: %s; the record stays for "
+                         "`torrust-maint recover` and `restore --finish`", error)
+            undone = False
+    return undone
 
 
 def _discard(database_swap: DatabaseSwap | None, config_swaps: list[FileSwap]) -> None:
@@ -614,6 +637,8 @@ def finish_pending(config: Config, docker: Docker, echo: Callable[[str], None]) 
         return False
     if record.get("phase") == "unreadable":
         raise MaintError(restore_record.describe(record))
+    if record.get("phase") == restore_record.SWAPPING and record.get("driver") != "mysql":
+        _settle_file_swapping(directory, record, docker)  # discover() needs the database there
     deployment = discover(config.deployment, docker)
     if record.get("phase") == restore_record.SWAPPING:
         _settle_swapping(directory, record, docker, deployment, config)
@@ -686,21 +711,32 @@ def _settle_swapping(directory: Path, record: dict, docker: Docker, deployment: 
             done = swap.applied()
         finally:
             swap.close()
-        record["phase"] = restore_record.SWAPPED if done else restore_record.PREPARED
-    else:
-        swaps = restore_record.file_swaps(record)
-        running = [c.name for c in deployment.trackers if c.running]
-        if running and all(swap.applied() for swap in swaps):
-            record["phase"] = restore_record.SWAPPED
-        elif running:
-            raise MaintError(f"an interrupted restore's swap is incomplete and the tracker "
-                             f"({', '.join(running)}) was started since: stop it, then run "
-                             "`torrust-maint recover`")
-        else:
-            restore_record.roll_back(directory)
+        if not done:  # its config files (swapped before the tables) go back too
+            restore_record.roll_back(directory, tables_not_swapped=True)
             record["phase"] = restore_record.PREPARED
             return
+        record["phase"] = restore_record.SWAPPED
     restore_record.write(directory, record)
+
+
+def _settle_file_swapping(directory: Path, record: dict, docker: Docker) -> None:
+    """A file swap cut short: rolled back while no tracker runs; if one was started since
+    and the swap is complete, it counts as swapped (the tracker writes on the new state)."""
+    from torrust_maint.window import resolve_targets
+
+    current, _ = resolve_targets(docker, list(marked_containers(record)))
+    running = [c.name for c in current if c.running]
+    swaps = restore_record.file_swaps(record)
+    if not running:
+        restore_record.roll_back(directory)
+        record["phase"] = restore_record.PREPARED
+    elif all(swap.applied() for swap in swaps):
+        record["phase"] = restore_record.SWAPPED
+        restore_record.write(directory, record)
+    else:
+        raise MaintError(f"an interrupted restore's swap is incomplete and the tracker "
+                         f"({', '.join(running)}) was started since: stop it, then run "
+                         "`torrust-maint restore --finish`")
 
 
 def finish_command(config: Config, docker: Docker, echo: Callable[[str], None]) -> int:

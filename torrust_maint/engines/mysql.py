@@ -723,7 +723,8 @@ class MysqlSwap:
     connection: pymysql.connections.Connection | None = field(default=None, repr=False)
 
     def _connection(self) -> pymysql.connections.Connection:
-        if self.connection is None:
+        """The connection, opened again if a timeout or an error closed it."""
+        if self.connection is None or not self.connection.open:
             self.connection = connect(self.database)
         return self.connection
 
