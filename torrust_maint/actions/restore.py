@@ -287,6 +287,9 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
     database_swap: DatabaseSwap | None = None
     config_swaps: list[FileSwap] = []
     try:
+        # Written first: a kill while staging leaves a record, so what was staged (a file
+        # beside the database, shadow tables) is found and removed by the next run.
+        restore_record.write(directory, record)
         with backup_action.set_storage_errors(directory), phases.timed("config"):
             config_artifact = backup_action.archive_config(deployment, config, staged.path,
                                                            warnings)
@@ -642,16 +645,14 @@ def finish_pending(config: Config, docker: Docker, echo: Callable[[str], None]) 
     deployment = discover(config.deployment, docker)
     if record.get("phase") == restore_record.SWAPPING:
         _settle_swapping(directory, record, docker, deployment, config)
-    database_swap = _database_swap(docker, deployment, record, config)
-    swaps = restore_record.file_swaps(record)
     if record.get("phase") == restore_record.PREPARED:
-        _discard(None if isinstance(database_swap, FileSwap) else database_swap, swaps)
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
-            database_swap.close()
+        _remove_staged(docker, deployment, record, config)
         restore_record.clear(directory)
         echo(f"cleaned up after the restore of set {record.get('restore_of')} that was "
              "interrupted before its swap (nothing live had changed)")
         return True
+    database_swap = _database_swap(docker, deployment, record, config)
+    swaps = restore_record.file_swaps(record)
     if _already_secured(record, docker, directory, database_swap, swaps):
         restore_record.clear(directory)
         echo(f"the state from before the interrupted restore of set {record.get('restore_of')} "
@@ -669,6 +670,23 @@ def finish_pending(config: Config, docker: Docker, echo: Callable[[str], None]) 
     secure(config, docker, deployment, record, staged, config_artifact, WindowReport(), phases,
            phases.clock(), swapped_at, warnings, echo)
     return True
+
+
+def _remove_staged(docker: Docker, deployment: Deployment, record: dict,
+                   config: Config) -> None:
+    """What a restore killed before its swap staged: the file beside the database (also one
+    the record does not name yet), shadow tables, config files written beside the live ones."""
+    for swap in restore_record.file_swaps(record):
+        swap.remove_incoming()
+    database = deployment.database
+    if isinstance(database, SqliteDatabase):
+        sqlite_engine.remove_staged_restore(database)
+    elif isinstance(database, MysqlDatabase):
+        tables = mysql_engine.MysqlSwap(docker, database, [], config.deployment.snapshot_timeout)
+        try:
+            tables.remove_incoming()
+        finally:
+            tables.close()
 
 
 def _already_secured(record: dict, docker: Docker, directory: Path,

@@ -32,6 +32,7 @@ from typing import cast
 
 import pymysql
 
+from torrust_maint import notify
 from torrust_maint.compress import CHUNK
 from torrust_maint.deployment import MysqlDatabase
 from torrust_maint.docker import Docker
@@ -329,6 +330,8 @@ class MysqlSnapshot:
             tables = [row[0] for row in cursor.fetchall()]
             if self.tables is not None:
                 tables = [table for table in tables if table in self.tables]
+            else:
+                tables = [table for table in tables if not table.startswith(RESTORE_PREFIXES)]
             for table in tables:
                 cursor.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
@@ -439,12 +442,20 @@ def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
         with server_errors("preflight (SELECT VERSION())"), connection.cursor() as cursor:
             cursor.execute("SELECT VERSION()")
             server_version = cursor.fetchone()[0]
+        with server_errors("listing the tables"):
+            restore_tables = [t for t in base_tables(connection, database.database)
+                              if t.startswith(RESTORE_PREFIXES)]
         tool, version = dump_tool(docker, database)
     except BaseException:
         connection.close()
         raise
     argv = ["sh", "-c", STARTER, "sh", tool, "--defaults-extra-file=/dev/stdin",
-            *dump_options(tool, version), database.database, *(tables or {})]
+            *dump_options(tool, version),
+            # A restore's tables (shadow, or set aside until its safety set is verified) are
+            # never part of a backup.
+            *(f"--ignore-table={database.database}.{t}" for t in restore_tables
+              if tables is None),
+            database.database, *(tables or {})]
     snapshot = MysqlSnapshot(database=database, tables=tables,
                              process=docker.exec_stream(database.container.id, argv),
                              connection=connection, tool=tool,
@@ -632,6 +643,7 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
 
 NEW_PREFIX = "torrust_maint_new_"  # a restore's shadow tables, imported while the tracker serves
 OLD_PREFIX = "torrust_maint_old_"  # the tables a restore set aside: the state from before it
+RESTORE_PREFIXES = (NEW_PREFIX, OLD_PREFIX)
 NAME_LIMIT = 64  # MySQL's identifier length
 # Statements of a dump that name a table, at the start of a line (mysqldump and mariadb-dump).
 TABLE_STATEMENT = re.compile(
@@ -867,6 +879,7 @@ def stage_restore(docker: Docker, database: MysqlDatabase, artifact, compression
                             database.database, ChunkReader(renamed))
         finally:
             docker.exec_output(database.container.id, ["rm", "-f", f"/tmp/{option_name}"])
+        notify.status("restore: shadow tables imported, checking them")
 
         def run_query(sql: str) -> list[list[str]]:
             with connection.cursor() as cursor:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torrust_maint import safefs
+from torrust_maint import notify, safefs
 from torrust_maint.errors import MaintError, VerificationFailed
 from torrust_maint.swap import FileSwap
 
@@ -422,6 +422,7 @@ def stage_restore(docker, database, artifact: Path, compression: str, expected: 
             sink.flush()
             os.fsync(sink.fileno())
             inode = os.fstat(sink.fileno()).st_ino
+        notify.status("restore: database staged beside the live one, checking it")
         check_file(incoming, expected, pragma="integrity_check")
     except BaseException:
         incoming.unlink(missing_ok=True)
@@ -432,6 +433,16 @@ def stage_restore(docker, database, artifact: Path, compression: str, expected: 
     return FileSwap(directory=str(live.parent), name=live.name, incoming=incoming.name,
                     aside=f"{live.name}{PRE_RESTORE_INFIX}{restore_id}", incoming_ino=inode,
                     companions=("-wal", "-journal"), stale=("-shm",), existed=info is not None)
+
+
+def remove_staged_restore(database) -> None:
+    """Remove the file a restore killed while staging left beside the database (never a
+    symlink or anything but a regular file: refused)."""
+    live = Path(database.host_path)
+    incoming = live.with_name(live.name + RESTORE_SUFFIX)
+    if safefs.check_regular(incoming) is not None:
+        log.warning("removing %s, staged by an interrupted restore", incoming)
+        incoming.unlink()
 
 
 def pre_restore_snapshot(swap: FileSwap, staging_dir: Path) -> SqliteSnapshot:
