@@ -479,6 +479,9 @@ def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, dr
     listing = run_cli(config, "list")
     assert listing.returncode == 0, listing.stderr
     assert f"INTERRUPTED RESTORE: restore of set {old['id']}" in listing.stdout
+    checked = run_cli(config, "check")
+    assert checked.returncode == 2 and f"restore of set {old['id']}" in checked.stderr
+    assert "restore --finish" in checked.stderr
     pruned = run_cli(config, "prune")
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert aside_state() == kept, "prune must leave the state from before alone"

@@ -150,6 +150,17 @@ def check_window_marker(directory: Path, echo: Callable[[str], None]) -> list[st
             "torrust-recover.service do it too)"]
 
 
+def check_interrupted_restore(directory: Path) -> list[str]:
+    """A restore whose state from before is not yet in a verified set (see restore_record)."""
+    from torrust_maint import restore_record
+    from torrust_maint.lock import holder
+
+    record = restore_record.read(directory)
+    if record is None or holder(directory) is not None:  # a run holding the lock: its own
+        return []
+    return [restore_record.describe(record)]
+
+
 def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
     problems: list[str] = []
     echo(f"config: {config.path}: ok")
@@ -189,6 +200,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
         echo(f"backup directory: {directory}{note}")
     problems.extend(check_sandbox(config, deployment, echo))
     problems.extend(check_window_marker(directory, echo))
+    problems.extend(check_interrupted_restore(directory))
     if problems:
         raise ConfigError(problems)
     echo("check: ok")
