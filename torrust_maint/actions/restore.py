@@ -330,6 +330,7 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
             _refused(target, error)
             _raise_unchanged(target, error)
         else:
+            staged.discard()  # the next run makes the safety set afresh from the record
             event("restore_failed", "restore of %s: %s during or after its swap: %s",
                   target.id, record["phase"], error, level=logging.ERROR, BACKUP_ID=target.id,
                   ERROR=str(error))
@@ -480,8 +481,8 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
         restore_record.clear(directory)
         echo("there was no database before the restore: no safety set")
         return None
-    notify_status("exporting the state from before the restore")
     try:
+        notify_status("exporting the state from before the restore")
         with backup_action.set_storage_errors(directory):
             manifest = _safety_manifest(config, deployment, record, staged, database_swap,
                                         config_artifact, report, phases, started, swapped_at,
@@ -569,7 +570,10 @@ def _safety_manifest(config: Config, deployment: Deployment, record: dict,
             artifacts = [backup_action.export_database(snapshot, _stem(deployment), config,
                                                        staged.path)]
     except MaintError as error:
-        if not isinstance(database_swap, FileSwap):
+        # Only a database SQLite cannot read is kept raw: a signal or an unsafe file is no
+        # verdict on the data.
+        if isinstance(error, (Interrupted, safefs.UnsafePath)) or \
+                not isinstance(database_swap, FileSwap):
             raise
         log.error("the database from before the restore cannot be exported: %s", error)
         warnings.append(f"the database from before the restore cannot be exported: {error}")
