@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import backup_state, decompress, list_sets, run_cli
+from tests.integration.test_restore import mysql_tables
 from tests.integration.test_verify_restore import live_state
 from tests.reliability.scenario import GUARDIAN_GRACE, SIGNALS, Scenario, expected_state
 from tests.reliability.support import (
@@ -118,15 +119,7 @@ def leftover_files(compose_dir: Path) -> list[str]:
 
 def restore_tables(tracker) -> list[str]:
     """Shadow (new) and aside (old) tables of a restore in the live MySQL database."""
-    connection = tracker.mysql_connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT table_name FROM information_schema.tables "
-                           "WHERE table_schema = 'torrust_tracker'")
-            return sorted(row[0] for row in cursor.fetchall()
-                          if row[0].startswith(MYSQL_PREFIXES))
-    finally:
-        connection.close()
+    return [table for table in mysql_tables(tracker) if table.startswith(MYSQL_PREFIXES)]
 
 
 def safety_sets(listing: list[dict]) -> list[dict]:
