@@ -46,8 +46,17 @@ def main() -> int:
         if code != 0:
             print(f"demo: torrust-maint {' '.join(args)} exited {code}", file=sys.stderr)
             return code
-    print(f"\nthe tracker kept writing: {tracker.startup_seqs()[-1]} transactions were in the "
+    in_backup = tracker.startup_seqs()[-1]
+    print(f"\nthe tracker kept writing: {in_backup} transactions were in the "
           "backup; it is running again:", tracker.state()["Status"])
+    tracker.wait_for_writes(in_backup + 200)
+    for args in (["restore", "latest", "--dry-run"], ["restore", "latest", "--yes"], ["list"]):
+        code = cli(config, *args)
+        if code != 0:
+            print(f"demo: torrust-maint {' '.join(args)} exited {code}", file=sys.stderr)
+            return code
+    print(f"\nrestored: the tracker started again at transaction {tracker.startup_seqs()[-1]} "
+          "(the backup's); the state before the restore is in the safety set listed above")
     print("explore:  docker logs torrust-maint-demo-tracker;  make demo-down  removes it all")
     return 0
 
