@@ -6,7 +6,7 @@ PYTEST := $(PYTHON) -m pytest
 .PHONY: help testbed test unit integration test-system test-reliability host-images deb lint-deb demo demo-down bench lint typecheck clean
 
 help:
-	@echo "make demo        run a real maintenance window against a demo deployment"
+	@echo "make demo        a real maintenance window and a restore against a demo deployment"
 	@echo "make test        provision the test bed (apt, Docker engine, images) and run all tests"
 	@echo "make unit        unit tests only (no Docker needed)"
 	@echo "make test-reliability  50-window soaks and the full fault matrix (slow; restarts dockerd)"
