@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, restore_record, safefs
+from torrust_maint import catalog, notify, restore_record, safefs
 from torrust_maint.actions import backup as backup_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import compressed_writer, copy_stream, open_decompressed
@@ -366,19 +366,13 @@ def stage_database(config: Config, docker: Docker, deployment: Deployment,
     expected = manifest_of(target)["database"]
     source = target.path / artifact["path"]
     database = deployment.database
-    notify_status(f"preparing set {target.id}")
+    notify.status(f"preparing set {target.id}")
     if isinstance(database, SqliteDatabase):
         sqlite_engine.preflight(database, replacing=True)
         return sqlite_engine.stage_restore(docker, database, source, artifact["compression"],
                                            expected, restore_id)
     return mysql_engine.stage_restore(docker, database, source, artifact["compression"],
                                       expected, config.deployment.snapshot_timeout)
-
-
-def notify_status(text: str) -> None:
-    from torrust_maint import notify
-
-    notify.status(text)
 
 
 def _fill_record(record: dict, database_swap: DatabaseSwap, config_swaps: list[FileSwap]) -> None:
@@ -404,13 +398,13 @@ def swap_in(directory: Path, record: dict, database_swap: DatabaseSwap,
     record["phase"] = restore_record.SWAPPING
     restore_record.write(directory, record)
     swapped_at = catalog.utc_now()
-    notify_status("restore: swapping the restored state in")
+    notify.status("restore: swapping the restored state in")
     try:
         for swap in files:
             swap.apply()
         if isinstance(database_swap, mysql_engine.MysqlSwap):
             database_swap.apply()
-        notify_status("restore: swapped in, recording it")
+        notify.status("restore: swapped in, recording it")
         record["phase"] = restore_record.SWAPPED
         restore_record.write(directory, record)
     except BaseException:
@@ -482,7 +476,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
         echo("there was no database before the restore: no safety set")
         return None
     try:
-        notify_status("exporting the state from before the restore")
+        notify.status("exporting the state from before the restore")
         with backup_action.set_storage_errors(directory):
             manifest = _safety_manifest(config, deployment, record, staged, database_swap,
                                         config_artifact, report, phases, started, swapped_at,
@@ -495,7 +489,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
         raise
     record["safety_set"] = staged.id
     restore_record.write(directory, record)
-    notify_status(f"restore: safety set {staged.id} committed, verifying it")
+    notify.status(f"restore: safety set {staged.id} committed, verifying it")
     committed = next(s for s in catalog.list_sets(directory) if s.id == staged.id)
     kind = manifest["pre_restore"]["kind"]
     if kind == catalog.RAW:
@@ -512,7 +506,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
             raise MaintError(f"the safety set {staged.id} was written but is not verified "
                              f"({what}); the state from before stays where it is: "
                              f"{restore_record.describe(record)}")
-        notify_status("restore: removing the state set aside (a verified set holds it)")
+        notify.status("restore: removing the state set aside (a verified set holds it)")
         with signals_held():
             _remove_aside(database_swap, swaps)
     finally:
