@@ -32,6 +32,7 @@ from torrust_maint.compress import compressed_writer, copy_stream, open_decompre
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, MysqlDatabase, SqliteDatabase, discover
 from torrust_maint.docker import Container, Docker
+from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import ConfigError, Interrupted, MaintError
@@ -561,8 +562,8 @@ def _safety_manifest(config: Config, deployment: Deployment, record: dict,
         else:
             snapshot = database_swap.pre_restore_snapshot()
         with phases.timed("export"):
-            artifacts = [backup_action.export_database(snapshot, _stem(deployment), config,
-                                                       staged.path)]
+            stem = ENGINES[deployment.driver].FILE_STEM
+            artifacts = [backup_action.export_database(snapshot, stem, config, staged.path)]
     except MaintError as error:
         # Only a database SQLite cannot read is kept raw: a signal or an unsafe file is no
         # verdict on the data.
@@ -600,10 +601,6 @@ class _Manifested:
 
     def manifest(self) -> dict:
         return self.details
-
-
-def _stem(deployment: Deployment) -> str:
-    return sqlite_engine.FILE_STEM if deployment.driver == "sqlite3" else mysql_engine.FILE_STEM
 
 
 def _remove_partial(path: Path) -> None:
