@@ -126,9 +126,13 @@ def open_decompressed(path: Path, compression: str) -> BinaryIO:
     return open(path, "rb")
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, progress=None) -> str:
     digest = hashlib.sha256()
+    done = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done)
     return digest.hexdigest()

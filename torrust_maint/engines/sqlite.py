@@ -21,6 +21,7 @@ from pathlib import Path
 
 from torrust_maint import notify, safefs
 from torrust_maint.errors import MaintError, VerificationFailed
+from torrust_maint.progress import Progress
 from torrust_maint.swap import FileSwap
 
 log = logging.getLogger(__name__)
@@ -377,13 +378,16 @@ def _copy_range(src, dst, size: int) -> None:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def verify(docker, artifact: Path, compression: str, expected: dict, scratch: Path) -> dict:
-    """Restore the artifact into scratch, run integrity_check and compare row counts."""
+def verify(docker, artifact: Path, compression: str, expected: dict, scratch: Path,
+           size: int | None = None) -> dict:
+    """Restore the artifact into scratch, run integrity_check and compare row counts (`size`:
+    the manifest's uncompressed size, for the progress)."""
     from torrust_maint.compress import copy_stream, open_decompressed
 
     target = scratch / "verify.sqlite3"
-    with open_decompressed(artifact, compression) as source, open(target, "wb") as sink:
-        copy_stream(source, sink)
+    with open_decompressed(artifact, compression) as source, open(target, "wb") as sink, \
+            Progress(f"verify: decompressing the database ({compression})", size) as progress:
+        copy_stream(source, sink, progress)
     counts = check_file(target, expected, pragma="integrity_check")
     return {"integrity_check": "ok", "tables": counts}
 
@@ -402,7 +406,7 @@ PRE_RESTORE_INFIX = ".torrust-maint-pre-restore-"
 
 
 def stage_restore(docker, database, artifact: Path, compression: str, expected: dict,
-                  restore_id: str) -> FileSwap:
+                  restore_id: str, size: int | None = None) -> FileSwap:
     """While the tracker serves: write the set's database beside the live one (same
     filesystem), with the live file's owner and mode, fsynced, and check it (integrity_check,
     row counts); the swap that puts it in place inside the window. VerificationFailed when
@@ -418,7 +422,8 @@ def stage_restore(docker, database, artifact: Path, compression: str, expected: 
             if info is not None:
                 os.fchown(sink.fileno(), info.st_uid, info.st_gid)
                 os.fchmod(sink.fileno(), info.st_mode & 0o7777)
-            copy_stream(source, sink)
+            with Progress(f"restore: staging the database ({compression})", size) as progress:
+                copy_stream(source, sink, progress)
             sink.flush()
             os.fsync(sink.fileno())
             inode = os.fstat(sink.fileno()).st_ino
