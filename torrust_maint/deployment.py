@@ -12,7 +12,7 @@ from pathlib import Path
 from torrust_maint import safefs
 from torrust_maint.config import DeploymentConfig
 from torrust_maint.docker import Container, Docker, Mount
-from torrust_maint.errors import ConfigError, MaintError
+from torrust_maint.errors import ConfigError, DatabaseNotReady, MaintError
 
 ENV_TOML_PATH = "TORRUST_TRACKER_CONFIG_TOML_PATH"
 ENV_DRIVER = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER"
@@ -321,11 +321,15 @@ def _mysql_database(settings: DeploymentConfig, containers: list[Container],
     container = matches[0]
     shared = [net for net in container.networks if net in tracker.networks]
     networks = shared or list(container.networks)
+    where = f"database container {container.name} ([deployment] database_service {service!r})"
+    if container.status == "restarting" or container.health in ("starting", "unhealthy"):
+        raise DatabaseNotReady(f"{where} is {container.status}"
+                               + (f" and {container.health}" if container.health else "")
+                               + "; nothing was done")
     if not networks:
         state = "not running" if not container.running else "on no Docker network"
-        raise MaintError(f"database container {container.name} ([deployment] "
-                         f"database_service {service!r}) is {state} ({container.status}): "
-                         "start it; nothing was done")
+        raise MaintError(f"{where} is {state} ({container.status}): start it; "
+                         "nothing was done")
     return MysqlDatabase(container=container, host=container.networks[networks[0]],
                          port=int(credentials["port"]), database=str(credentials["database"]),
                          user=str(credentials["user"]), password=str(credentials["password"]),

@@ -11,13 +11,31 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from torrust_maint.errors import DockerError
+from torrust_maint.errors import DockerError, DockerUnavailable
 
 log = logging.getLogger(__name__)
 
 LABEL_SERVICE = "com.docker.compose.service"
 LABEL_WORKING_DIR = "com.docker.compose.project.working_dir"
 LABEL_PROJECT = "com.docker.compose.project"
+
+# What the CLI says when the daemon is down, restarting or too busy to answer.
+DAEMON_UNAVAILABLE = (
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+    "error during connect",
+    "connection refused",
+    "context deadline exceeded",
+    "i/o timeout",
+    "server is shutting down",
+    "no answer within",
+)
+
+
+def failure(what: str, message: str) -> DockerError:
+    """A failed docker call; DockerUnavailable when the daemon itself did not answer."""
+    unavailable = any(sign in message.lower() for sign in DAEMON_UNAVAILABLE)
+    return (DockerUnavailable if unavailable else DockerError)(f"{what} failed: {message}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +143,7 @@ class Docker:
             result = _run_with(argv, timeout, stdin, env)
         if result.returncode != 0:
             message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
-            raise DockerError(f"docker {args[0]} failed: {message}")
+            raise failure(f"docker {args[0]}", message)
         return result.stdout
 
     def _change(self, args: list[str], timeout: float | None = 120) -> None:
@@ -148,7 +166,7 @@ class Docker:
         result = self.runner([self.binary, "container", "inspect", *ids], timeout=120)
         if result.returncode != 0 and b"No such" not in result.stderr:
             message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
-            raise DockerError(f"docker container inspect failed: {message}")
+            raise failure("docker container inspect", message)
         return _parse_inspect(result.stdout or b"[]")
 
     def compose_containers(self, compose_dir: str) -> list[Container]:
@@ -223,7 +241,8 @@ def _run_with(argv: list[str], timeout: float | None, stdin: bytes | None,
     except FileNotFoundError:
         raise DockerError(f"{argv[0]}: command not found (is the Docker CLI installed?)") from None
     except subprocess.TimeoutExpired:
-        raise DockerError(f"{' '.join(argv[:3])} ...: no answer within {timeout:.0f} s") from None
+        raise DockerUnavailable(f"{' '.join(argv[:3])} ...: no answer within {timeout:.0f} s"
+                                ) from None
     return CommandResult(done.returncode, done.stdout, done.stderr)
 
 

@@ -66,3 +66,11 @@ class VerificationFailed(MaintError):
 class VerificationInconclusive(MaintError):
     """Verification could not run to a verdict (Docker, disk, a signal): says nothing of
     the data, so it never marks a set bad and never makes prune delete one."""
+
+
+class DockerUnavailable(DockerError):
+    """The Docker daemon did not answer (down, restarting, busy): a transient fault."""
+
+
+class DatabaseNotReady(MaintError):
+    """The database container is restarting, not yet healthy or not answering: transient."""

@@ -58,8 +58,9 @@ def run_lock(directory: Path) -> Iterator[None]:
         try:
             handle.seek(0)
             handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+            # Unbuffered: a buffered line that a full disk refused would be flushed again
+            # when the file is closed, and that OSError would replace the error below.
+            os.write(handle.fileno(), f"{os.getpid()}\n".encode("ascii"))
         except OSError as error:  # a full disk: nothing was done yet
             raise MaintError(f"[backup] directory: cannot write the lock file {path}: "
                              f"{error.strerror or error}; nothing was done") from None

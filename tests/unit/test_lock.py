@@ -170,3 +170,21 @@ def test_holder_reads_proc_locks_without_taking_the_lock(tmp_path):
             with run_lock(tmp_path):
                 pass
     assert holder(tmp_path) is None
+
+
+def test_a_full_disk_while_the_pid_is_written_is_the_lock_files_error(tmp_path, monkeypatch):
+    """Defect: the refused pid line stayed buffered, was flushed again on close, and that raw
+    OSError replaced the error naming the lock file."""
+    import errno
+
+    from torrust_maint import lock
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lock.os, "write", full)
+    with pytest.raises(MaintError) as raised, run_lock(tmp_path):
+        pass
+    assert str(raised.value) == (f"[backup] directory: cannot write the lock file "
+                                 f"{tmp_path / LOCK_NAME}: No space left on device; "
+                                 "nothing was done")

@@ -37,12 +37,14 @@ from torrust_maint.compress import CHUNK
 from torrust_maint.deployment import MysqlDatabase
 from torrust_maint.docker import Docker
 from torrust_maint.errors import (
+    DatabaseNotReady,
     DockerError,
     Interrupted,
     MaintError,
     VerificationFailed,
     VerificationInconclusive,
 )
+from torrust_maint.progress import Progress
 from torrust_maint.window import pending_signal
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,9 @@ def option_file(user: str, password: str) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+# Client and server error codes of a server that is not up: can't connect (2002, 2003), gone
+# away or lost (2006, 2013), shutdown in progress (1053).
+NOT_ANSWERING = (2002, 2003, 2006, 2013, 1053)
 PREFLIGHT_TIMEOUT = 30  # seconds a server (a paused container) may take to answer before the window
 
 
@@ -132,7 +137,9 @@ def connect(database: MysqlDatabase) -> pymysql.connections.Connection:
                                charset="utf8mb4", connect_timeout=10, autocommit=True,
                                read_timeout=PREFLIGHT_TIMEOUT, write_timeout=PREFLIGHT_TIMEOUT)
     except pymysql.err.MySQLError as error:
-        raise MaintError(
+        # Not answering, or starting up / shutting down: a restart may be under way.
+        down = error.args and error.args[0] in NOT_ANSWERING
+        raise (DatabaseNotReady if down else MaintError)(
             f"cannot connect to MySQL at {database.host}:{database.port} as {database.user!r} "
             f"(credentials from {database.credentials_origin}): {error.args[-1]}") from None
 
@@ -606,9 +613,11 @@ def compare_summary(counts, checksums, expected: dict) -> None:
         raise VerificationFailed(f"checksums differ for table(s) {', '.join(differ)}")
 
 
-def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=None) -> dict:
+def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=None,
+           size: int | None = None) -> dict:
     """Import the dump into a throwaway container of the deployment's database image (no
-    network, removed afterwards even on failure) and compare counts and checksums."""
+    network, removed afterwards even on failure) and compare counts and checksums (`size`:
+    the manifest's uncompressed size, for the progress)."""
     from torrust_maint.compress import open_decompressed
 
     image = expected.get("image")
@@ -628,8 +637,9 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
         wait_until_serving(docker, name, admin)
         docker.copy_file_into(name, "/tmp", "torrust-maint.cnf", option_file("root", password))
         option_path = "/tmp/torrust-maint.cnf"
-        with open_decompressed(artifact, compression) as source:
-            import_dump(docker, name, client, option_path, VERIFY_DATABASE, source)
+        with open_decompressed(artifact, compression) as source, \
+                Progress(f"verify: importing the dump ({compression})", size) as progress:
+            import_dump(docker, name, client, option_path, VERIFY_DATABASE, source, progress)
         counts, checksums = table_summary(
             lambda sql: query(docker, name, client, option_path, VERIFY_DATABASE, sql), checksum)
     finally:
@@ -844,7 +854,8 @@ def shadow_room(docker: Docker, database: MysqlDatabase) -> tuple[int | None, in
 
 
 def stage_restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
-                  expected: dict, timeout: float = SNAPSHOT_TIMEOUT) -> MysqlSwap:
+                  expected: dict, timeout: float = SNAPSHOT_TIMEOUT,
+                  size: int | None = None) -> MysqlSwap:
     """While the tracker serves: import the set's dump into shadow tables (NEW_PREFIX) of the
     live database as the tracker's user, and compare their counts and checksums with the
     manifest. Nothing live changes; on any failure the shadow tables are dropped."""
@@ -873,10 +884,12 @@ def stage_restore(docker: Docker, database: MysqlDatabase, artifact, compression
                               option_file(database.user, database.password))
         seen: set[str] = set()
         try:
-            with open_decompressed(artifact, compression) as source:
+            with open_decompressed(artifact, compression) as source, Progress(
+                    f"restore: importing the dump into shadow tables ({compression})",
+                    size) as progress:
                 renamed = rename_tables(_stream_chunks(source), lambda t: NEW_PREFIX + t, seen)
                 import_dump(docker, database.container.id, client, f"/tmp/{option_name}",
-                            database.database, ChunkReader(renamed))
+                            database.database, ChunkReader(renamed), progress)
         finally:
             docker.exec_output(database.container.id, ["rm", "-f", f"/tmp/{option_name}"])
         notify.status("restore: shadow tables imported, checking them")
