@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import traceback
 
-from torrust_maint import __version__, journal, recovery
+from torrust_maint import __version__, journal, notifications, recovery, reporting
 from torrust_maint import config as config_module
-from torrust_maint.actions import backup, check, listing, prune, restore, status, verify
+from torrust_maint.actions import backup, check, listing, prune, report, restore, status, verify
 from torrust_maint.docker import Docker
 from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, ConfigError, MaintError
 from torrust_maint.journal import event
@@ -85,14 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     run_recover.add_argument("--guardian", action="store_true", help=argparse.SUPPRESS)
 
     run_report = commands.add_parser(
-        "report-failure", help="log a structured record of a failed systemd unit (OnFailure=)")
-    run_report.add_argument("unit", help="the failed unit, e.g. torrust-backup.service")
+        "report", help="record and notify how a backup or verify unit ended "
+                       "(torrust-notify@.service, from OnFailure= and OnSuccess=)")
+    run_report.add_argument("unit", help="the unit that ended, e.g. torrust-backup.service")
+
+    commands.add_parser(
+        "notify-test", help="send a test notice to every [notify] URL; exit 1 if any failed")
     return parser
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    if args.command == "report-failure":  # needs no configuration: it may be what failed
-        return report_failure(args.unit, dict(os.environ))
+    if args.command == "report":  # logs its record first; copes with a broken configuration
+        return report.run(args.unit, dict(os.environ))
     path = config_module.config_path_from(args.config, dict(os.environ))
     config = config_module.load(path)
     if config.logging.file is not None:
@@ -103,6 +108,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return prune.run(config, dry_run=args.dry_run)
     if args.command == "status":
         return status.run(config, as_json=args.json)
+    if args.command == "notify-test":
+        return notify_test(config)
     docker = Docker(dry_run=getattr(args, "dry_run", False))
     if args.command == "check":
         return check.run(config, docker)
@@ -111,13 +118,17 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "verify":
         if args.every and (args.set_id or args.scheduled):
             raise ConfigError("verify: --all takes no ID and no --scheduled")
-        return verify.run(config, docker, target=args.set_id, every=args.every,
-                          scheduled=args.scheduled, as_json=args.json)
+        return reporting.reported(config, "verify", lambda details: verify.run(
+            config, docker, target=args.set_id, every=args.every, scheduled=args.scheduled,
+            as_json=args.json))
     if args.command == "restore":
         return restore.run(config, docker, args.set_id, assume_yes=args.yes,
                            with_config=args.with_config, dry_run=args.dry_run,
                            no_start=args.no_start, finish=args.finish)
-    return backup.run(config, docker, dry_run=args.dry_run, force=args.force)
+    if args.dry_run:
+        return backup.run(config, docker, dry_run=True, force=args.force)
+    return reporting.reported(config, "backup", lambda details: backup.run(
+        config, docker, force=args.force, details=details))
 
 
 def recover_command(config, docker: Docker, guardian: bool) -> int:
@@ -128,19 +139,20 @@ def recover_command(config, docker: Docker, guardian: bool) -> int:
     return 0
 
 
-def report_failure(unit: str, environ: dict[str, str]) -> int:
-    """The failure record for OnFailure=: systemd passes the failed run's MONITOR_* variables.
-
-    OBJECT_SYSTEMD_UNIT makes `journalctl -u <unit>` show the record (we run as root).
-    """
-    result = environ.get("MONITOR_SERVICE_RESULT") or "unknown"
-    code = environ.get("MONITOR_EXIT_CODE") or "unknown"
-    status = environ.get("MONITOR_EXIT_STATUS") or "unknown"
-    event("unit_failed", "%s failed: result %s (%s %s)", unit, result, code, status,
-          level=logging.ERROR, OBJECT_SYSTEMD_UNIT=unit, FAILED_UNIT=unit,
-          SERVICE_RESULT=result, EXIT_CODE=code, EXIT_STATUS=status,
-          OBJECT_SYSTEMD_INVOCATION_ID=environ.get("MONITOR_INVOCATION_ID") or None)
-    return 0
+def notify_test(config) -> int:
+    """Send a test notice to every configured URL (whatever [notify] on says)."""
+    if not config.notify.configured:
+        raise ConfigError("[notify]: no urls and no urls_file are set; nothing to test")
+    settings = dataclasses.replace(config.notify, on=("test",))
+    notice = notifications.Notice("test", "torrust-maint: test notice",
+                                  f"A test notice from torrust-maint on {os.uname().nodename} "
+                                  f"for {config.deployment.compose_dir}.")
+    if notifications.send(settings, notice):
+        print("test notice delivered to every URL")
+        return 0
+    print("torrust-maint: error: a test notice was not delivered (see the log above)",
+          file=sys.stderr)
+    return EXIT_FAILED
 
 
 def escape_unencodable_output() -> None:

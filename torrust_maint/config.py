@@ -81,6 +81,54 @@ class VerifyConfig:
     after_backup: bool = True
 
 
+NOTIFY_EVENTS = ("failure", "recovery", "success", "verify_failure")
+DEFAULT_NOTIFY_ON = ("failure", "recovery")
+DEFAULT_STATE_DIRECTORY = Path("/var/lib/torrust-maint")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Where notices go (Apprise URLs, inline or in a 0600 file) and for which events."""
+
+    urls: tuple[str, ...] = field(default=(), repr=False)  # secrets: tokens, passwords
+    urls_file: Path | None = None
+    on: tuple[str, ...] = DEFAULT_NOTIFY_ON
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.urls) or self.urls_file is not None
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Attempts of a backup whose preflight meets a transient fault (before any window);
+    the delay doubles after each attempt, up to max_delay."""
+
+    attempts: int = 3
+    delay: int = 10
+    max_delay: int = 300
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """When `status` calls the backups unhealthy: the newest success is older than max_age."""
+
+    max_age: int = 26 * 3600  # seconds
+
+
+def default_state_directory() -> Path:
+    """systemd's $STATE_DIRECTORY (StateDirectory=) when it set one, else the default."""
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(given) if given.startswith("/") else DEFAULT_STATE_DIRECTORY
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where the run state (last run, last success, consecutive failures) is kept."""
+
+    directory: Path = field(default_factory=default_state_directory)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -91,6 +139,10 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
 
 # -- validators: each returns (value, problem) -------------------------------
@@ -259,6 +311,47 @@ def _list_of(item_check: Check) -> Check:
     return check
 
 
+def _notify_url(value: Any) -> tuple[Any, str | None]:
+    """An Apprise URL. Its text is a secret (tokens, passwords): messages name only its scheme."""
+    if not isinstance(value, str):
+        return None, f"must be a string, not {_type_name(value)}"
+    problem = url_problem(value)
+    if problem:
+        return None, problem
+    return value, None
+
+
+def url_problem(url: str) -> str | None:
+    """Why an Apprise URL is unusable, without quoting it (it may hold a secret)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or not rest.strip() or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "is not a URL of the form scheme://... (see apprise(1) for the services)"
+    if any(not char.isprintable() or char.isspace() for char in url):
+        return f"({scheme}://...) must not contain spaces or control characters"
+    return None
+
+
+DURATION = re.compile(r"^(\d{1,6})\s*(s|min|m|h|d)$")
+DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> tuple[Any, str | None]:
+    """A duration: "26h", "90min", "2d", "600s", or an integer of seconds; at least a minute."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None, f"must be a duration such as \"26h\" or \"90min\", not {_type_name(value)}"
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = DURATION.match(value.strip())
+        if not match:
+            return None, (f"must be a duration such as \"26h\", \"90min\" or \"2d\", "
+                          f"not {shown(value)}")
+        seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if not 60 <= seconds <= 366 * 86400:
+        return None, "must be between 1 minute and 366 days"
+    return seconds, None
+
+
 def _number(value: int) -> str:
     """An integer for a message; one too long to print is described by its size."""
     if value.bit_length() > 64:
@@ -311,10 +404,27 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
     "logging": {
         "file": (_log_file, False),
     },
+    "notify": {
+        "urls": (_list_of(_notify_url), False),
+        "urls_file": (_log_file, False),
+        "on": (_list_of(_one_of(NOTIFY_EVENTS)), False),
+    },
+    "retry": {
+        "attempts": (_int_between(1, 20), False),
+        "delay": (_int_between(0, 3600), False),
+        "max_delay": (_int_between(0, 3600), False),
+    },
+    "status": {
+        "max_age": (_duration, False),
+    },
+    "state": {
+        "directory": (_directory, False),
+    },
 }
 
 CLASSES = {"deployment": DeploymentConfig, "backup": BackupConfig, "retention": RetentionConfig,
-           "verify": VerifyConfig, "logging": LoggingConfig}
+           "verify": VerifyConfig, "logging": LoggingConfig, "notify": NotifyConfig,
+           "retry": RetryConfig, "status": StatusConfig, "state": StateConfig}
 
 
 def config_path_from(cli_path: str | None, environ: dict[str, str]) -> Path:
@@ -403,6 +513,10 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         retention=RetentionConfig(**sections["retention"]),
         verify=VerifyConfig(**sections["verify"]),
         logging=LoggingConfig(**sections["logging"]),
+        notify=NotifyConfig(**sections["notify"]),
+        retry=RetryConfig(**sections["retry"]),
+        status=StatusConfig(**sections["status"]),
+        state=StateConfig(**sections["state"]),
     )
 
 
@@ -458,6 +572,9 @@ def _cross_checks(sections: dict[str, dict[str, Any]], path: Path) -> list[str]:
             f"{path}: [retention]: every keep_* is 0, which would keep nothing; "
             "set at least one above 0"
         )
+    retry = sections["retry"]
+    if retry.get("max_delay", RetryConfig.max_delay) < retry.get("delay", RetryConfig.delay):
+        problems.append(f"{path}: [retry] max_delay: must not be less than delay")
     level = backup.get("compression_level")
     if level is not None and backup.get("compression", "zstd") == "gzip" and level > 9:
         problems.append(

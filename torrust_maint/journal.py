@@ -36,6 +36,9 @@ MESSAGE_IDS = {
     "restore_completed": "915018e1df3d4ce481f227feedbdd3d2",
     "restore_failed": "706270caf63343eb88c45cda3278bf3d",
     "unit_failed": "058cb4fce9ab4886bc7d0b057ad82238",
+    "attempt_failed": "5a1b8fc0356e41c2ad97078afa3d926b",
+    "notice_sent": "ff4996e7081e4cd89c19a89c1206fc16",
+    "notice_failed": "6ffed7e78944441ca6b6c96fb6d4f172",
 }
 
 # A journal field name a client may set: upper case, digits, underscores, not starting with

@@ -26,6 +26,36 @@ STOP_TIMEOUT = 4  # the stand-in ignores SIGTERM: every docker stop takes this l
 MAX_EXPOSURE = 2.5
 
 
+# A JSON receiver for Apprise's json:// notices, run in the host container by systemd-run:
+# it appends each POSTed body as one line to NOTICES.
+RECEIVER_PORT = 8765
+NOTICES = "/root/notices.jsonl"
+RECEIVER = """\
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with open(sys.argv[2], "ab") as out:
+            out.write(body.replace(b"\\n", b" ") + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def notices(host: Host) -> list[dict]:
+    """The notices the receiver in the host container got, oldest first."""
+    done = host.run("cat", NOTICES, check=False)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def status_json(host: Host) -> tuple[int, dict]:
+    done = host.run("torrust-maint", "status", "--json", check=False)
+    return done.returncode, json.loads(done.stdout)
+
+
 def exposure(text: str) -> float:
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
     assert found, text
@@ -75,7 +105,7 @@ def test_autopkgtest_smoke_and_units(host: Host):
     assert "smoke: ok" in done.stdout
     verify = host.run("systemd-analyze", "verify", "--man=no",
                       f"/lib/systemd/system/{SERVICE}", f"/lib/systemd/system/{TIMER}",
-                      "/lib/systemd/system/torrust-backup-failure@.service",
+                      "/lib/systemd/system/torrust-notify@.service",
                       f"/lib/systemd/system/{VERIFY_SERVICE}",
                       f"/lib/systemd/system/{VERIFY_TIMER}")
     assert verify.stdout.strip() == "" and verify.stderr.strip() == "", verify
@@ -86,7 +116,15 @@ def test_autopkgtest_smoke_and_units(host: Host):
 
 def test_configure_and_check(host: Host):
     config = host.stack.config_toml(deployment_extra=f"stop_timeout = {STOP_TIMEOUT}\n")
+    # The run state where systemd's StateDirectory= puts it, as on a real host.
+    config = config.replace(f'[state]\ndirectory = "{host.stack.compose_dir.parent / "state"}"\n',
+                            "")
     config += f'\n[logging]\nfile = "{LOG_FILE}"\n'
+    config += (f'\n[notify]\nurls = ["json://127.0.0.1:{RECEIVER_PORT}/torrust-notices"]\n'
+               'on = ["failure", "recovery"]\n')
+    host.write("/root/receiver.py", RECEIVER)
+    host.run("systemd-run", "--unit=notice-receiver", "/usr/bin/python3", "/root/receiver.py",
+             str(RECEIVER_PORT), NOTICES)
     host.write("/etc/torrust-maint/torrust-maint.toml", config)
     # `check` names each unit that could not write what it must (defect: a database outside
     # the unit's ReadWritePaths= passed check and failed every nightly run).
@@ -192,12 +230,49 @@ def test_sigkill_mid_window_leaves_the_tracker_running(host: Host):
     assert failure[-1]["SERVICE_RESULT"] == "signal"
     assert failure[-1]["EXIT_STATUS"] in ("KILL", "9")
     assert failure[-1]["FAILED_UNIT"] == SERVICE
-    assert failure[-1]["_SYSTEMD_UNIT"] == f"torrust-backup-failure@{SERVICE}.service"
+    assert failure[-1]["_SYSTEMD_UNIT"] == f"torrust-notify@{SERVICE}.service"
 
-    # Nothing is wedged: the next run takes the lock and commits a set.
+    # The killed run could not record or report itself: torrust-notify@.service (OnFailure=)
+    # did, once, with what systemd says of the run.
+    notify_unit = f"torrust-notify@{SERVICE}.service"
+    host.wait_for("the notify unit done",
+                  lambda: host.show(notify_unit, "ActiveState") in ("inactive", "failed"),
+                  timeout=60, every=0.2)
+    assert host.show(notify_unit, "Result") == "success"
+    [killed_notice] = host.wait_for("the failure notice", lambda: notices(host), timeout=30)
+    timing(host.distro, "SIGKILL -> failure notice received (s)", time.monotonic() - killed)
+    assert killed_notice["title"].startswith("torrust-maint: backup FAILED on ")
+    assert killed_notice["type"] == "failure"
+    assert f"{SERVICE} was killed by a signal (KILL)" in killed_notice["message"]
+    assert "first failure (the run before it did not fail)" in killed_notice["message"]
+    assert f"deployment: {host.stack.compose_dir}" in killed_notice["message"]
+    code, data = status_json(host)
+    assert code == 1 and data["ok"] is False
+    assert data["last_run"]["outcome"] == "failure"
+    assert data["last_run"]["service_result"] == "signal"
+    assert data["consecutive_failures"] == 1
+    # Started again by hand (a second OnFailure= of the same run): still one notice.
+    host.run("systemctl", "start", notify_unit)
+    assert len(notices(host)) == 1
+
+    # Nothing is wedged: the next run takes the lock and commits a set, and its success
+    # after the failure is a recovery notice.
     host.run("systemctl", "start", SERVICE, timeout=300)
     assert host.show(SERVICE, "Result") == "success"
     assert len(sets(host)) == before + 1
+    killed_notice, recovered_notice = host.wait_for(
+        "the recovery notice", lambda: len(notices(host)) == 2 and notices(host), timeout=60)
+    assert "backup recovered" in recovered_notice["title"]
+    assert recovered_notice["type"] == "success"
+    assert "after 1 failed run in a row" in recovered_notice["message"]
+    assert f"backup: {sets(host)[-1].name}" in recovered_notice["message"]
+    code, data = status_json(host)
+    assert code == 0 and data["ok"] is True, data["problems"]
+    assert data["consecutive_failures"] == 0
+    assert data["last_success"]["backup_id"] == sets(host)[-1].name
+    state_mode = host.run("stat", "-c", "%a %U", "/var/lib/torrust-maint",
+                          "/var/lib/torrust-maint/state.json").stdout.split("\n")
+    assert state_mode[:2] == ["700 root", "600 root"], state_mode
 
 
 def test_power_loss_mid_window_is_recovered_at_boot(host: Host):

@@ -13,7 +13,7 @@ MAX_EXPOSURE = 2.5
 
 
 @pytest.mark.parametrize("service", ["torrust-backup.service", "torrust-verify.service",
-                                     "torrust-recover.service"])
+                                     "torrust-recover.service", "torrust-notify@.service"])
 def test_security_exposure_offline(service):
     done = subprocess.run(["systemd-analyze", "security", "--offline=true",
                            str(REPO / "systemd" / service)],

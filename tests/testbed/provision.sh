@@ -8,6 +8,8 @@ APT_PACKAGES=(
     docker.io sqlite3 zstd gzip debootstrap tar xfsprogs
     python3 python3-pytest python3-systemd python3-pymysql python3-sdnotify
     python3-zstandard mypy
+    # issue 10: notifications, systemd over D-Bus, progress bars; test receivers
+    apprise python3-pystemd python3-tqdm python3-aiosmtpd
     # make deb / make test-system: build the .deb, lintian, logrotate -d, systemd-analyze
     build-essential debhelper dh-python pybuild-plugin-pyproject python3-all
     python3-setuptools python3-wheel lintian logrotate systemd

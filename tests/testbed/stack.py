@@ -301,9 +301,13 @@ class TrackerStack:
             [deployment]
             compose_dir = "{self.compose_dir}"
             """) + deployment_extra + textwrap.dedent(f"""\
+            [state]
+            directory = "{self.compose_dir.parent / 'state'}"
+
             [backup]
             directory = "{backup_dir}"
             """) + extra
 
     def remove_files(self) -> None:
         shutil.rmtree(self.compose_dir, ignore_errors=True)
+        shutil.rmtree(self.compose_dir.parent / "state", ignore_errors=True)  # config_toml's

@@ -296,3 +296,9 @@ def _restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _run_state_in_tmp(tmp_path, monkeypatch):
+    """A run's state goes where systemd's StateDirectory= would put it: here, a test's own."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state-directory"))

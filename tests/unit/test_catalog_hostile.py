@@ -269,6 +269,7 @@ def write_config(root: Path, backups: Path, extra: str = "") -> Path:
     """Keep one set by retention (keep_last = 1): prune has genuine sets to delete."""
     path = root / "torrust-maint.toml"
     path.write_text(f'[deployment]\ncompose_dir = "{root}/compose"\n'
+                    f'[state]\ndirectory = "{root}/state"\n'
                     f'[backup]\ndirectory = "{backups}"\n'
                     "[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n"
                     f"keep_monthly = 0\n{extra}")

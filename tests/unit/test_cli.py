@@ -22,6 +22,7 @@ PREFIX = "torrust-maint: error: "
 def write_config(directory: Path, compose_dir: Path, backup_dir: Path, extra: str = "") -> Path:
     path = directory / "torrust-maint.toml"
     path.write_text(f'[deployment]\ncompose_dir = "{compose_dir}"\n\n'
+                    f'[state]\ndirectory = "{directory / "state"}"\n\n'
                     f'[backup]\ndirectory = "{backup_dir}"\n{extra}')
     return path
 
@@ -316,7 +317,7 @@ def test_backup_during_another_runs_window_exits_5_not_3(tmp_path, capsys, stack
     stack.add_tracker(running=False)  # stopped by the other run's window
     backups = tmp_path / "backups"
     backups.mkdir()
-    config = write_config(tmp_path, stack.compose_dir, backups)
+    config = write_config(tmp_path, stack.compose_dir, backups, "[retry]\nattempts = 1\n")
     with run_lock(backups):
         code, _, err = run(capsys, "--config", str(config), "backup")
     assert code == 5

@@ -109,7 +109,8 @@ def test_unknown_section_is_named_with_the_known_ones():
     data = copy.deepcopy(MINIMAL)
     data["restore"] = {"directory": "/x"}
     assert only_problem(data) == (
-        f"{PATH}: [restore]: unknown section (known: deployment, backup, retention, verify, logging)"
+        f"{PATH}: [restore]: unknown section (known: deployment, backup, retention, verify, logging, "
+        "notify, retry, status, state)"
     )
 
 

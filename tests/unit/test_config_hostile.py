@@ -162,6 +162,12 @@ def base_config(hostile: Hostile) -> dict:
         "retention": {"keep_last": 7, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6},
         "verify": {"after_backup": True},
         "logging": {"file": str(hostile.root / "log/torrust-maint.log")},
+        "notify": {"urls": ["json://127.0.0.1:9/hook"],
+                   "urls_file": str(hostile.root / "notify-urls"),
+                   "on": ["failure", "recovery"]},
+        "retry": {"attempts": 3, "delay": 10, "max_delay": 300},
+        "status": {"max_age": "26h"},
+        "state": {"directory": str(hostile.root / "state")},
     }
 
 
@@ -177,6 +183,10 @@ KINDS = {
                   "keep_monthly": "integer"},
     "verify": {"after_backup": "boolean"},
     "logging": {"file": "file"},
+    "notify": {"urls": "urls", "urls_file": "file", "on": "events"},
+    "retry": {"attempts": "integer", "delay": "integer", "max_delay": "integer"},
+    "status": {"max_age": "duration"},
+    "state": {"directory": "directory"},
 }
 
 DATES = [Raw("1979-05-27T07:32:00Z"), Raw("1979-05-27"), Raw("07:32:00")]
@@ -240,6 +250,17 @@ def bad_values(kind: str, hostile: Hostile) -> list:
     if kind == "boolean":
         return ["true", "yes", "", 1, 0, 1.0, [True], {"a": True}, Table({"a": True}), *DATES,
                 Raw("nan")]
+    if kind == "urls":  # never quoted back: a URL may hold a token or a password
+        return [5, "json://x/y", True, {"a": "b"}, *DATES, [], [5], [["json://x"]],
+                ["json://x", "json://x"], [""], ["not a url"], ["://x"], ["json://"],
+                ["json://x y"], *[[f"json://{value}"] for value in control_characters("h")],
+                *[[value] for value in injections]]
+    if kind == "events":
+        return [5, "failure", True, [], [5], ["failure", "failure"], ["FAILURE"], ["failed"],
+                [""], *[[value] for value in control_characters("failure") + injections]]
+    if kind == "duration":
+        return [*DATES, *ODD_NUMBERS, "", "26", "26 hours", "h", "-1h", "0s", "59s", 59, -60,
+                10**30, "367d", "9999999h", True, [60], {"a": 1}, *injections]
     assert kind == "integer", kind
     return bad_integers()
 

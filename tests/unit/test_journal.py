@@ -9,6 +9,8 @@ import re
 import pytest
 
 from torrust_maint import cli, journal
+from torrust_maint.actions import report
+from torrust_maint.errors import ConfigError
 from torrust_maint.journal import (
     MESSAGE_IDS,
     FieldsFormatter,
@@ -184,7 +186,9 @@ def test_report_failure_logs_a_structured_record(sent, monkeypatch):
     monkeypatch.setenv("MONITOR_EXIT_CODE", "killed")
     monkeypatch.setenv("MONITOR_EXIT_STATUS", "KILL")
     monkeypatch.setenv("MONITOR_INVOCATION_ID", "0123456789abcdef0123456789abcdef")
-    assert cli.report_failure("torrust-backup.service", dict(os.environ)) == 0
+    monkeypatch.setenv("TORRUST_MAINT_CONFIG", "/nonexistent/torrust-maint.toml")
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        report.run("torrust-backup.service", dict(os.environ))
     [record] = sent.messages
     assert record["MESSAGE"] == "torrust-backup.service failed: result signal (killed KILL)"
     assert record["MESSAGE_ID"] == MESSAGE_IDS["unit_failed"]
@@ -195,7 +199,13 @@ def test_report_failure_logs_a_structured_record(sent, monkeypatch):
         "signal", "killed", "KILL")
 
 
-def test_report_failure_needs_no_configuration(monkeypatch, tmp_path):
-    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+def test_report_logs_the_failure_record_even_without_a_configuration(monkeypatch, tmp_path,
+                                                                      capsys):
+    """The record comes first; a missing configuration then only stops the notice."""
+    monkeypatch.setenv("MONITOR_SERVICE_RESULT", "exit-code")
     monkeypatch.setenv("TORRUST_MAINT_CONFIG", str(tmp_path / "missing.toml"))
-    assert cli.main(["report-failure", "torrust-backup.service"]) == 0
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    assert cli.main(["report", "torrust-backup.service"]) == 2
+    err = capsys.readouterr().err
+    assert "torrust-backup.service failed: result exit-code" in err
+    assert err.index("result exit-code") < err.index("missing.toml: configuration file not found")

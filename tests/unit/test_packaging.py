@@ -57,7 +57,10 @@ def test_service_runs_backup_and_always_recovers():
     assert service["Service"]["NotifyAccess"] == "main"
     assert service["Service"]["ExecStart"] == "/usr/bin/torrust-maint backup"
     assert service["Service"]["ExecStopPost"] == "/usr/bin/torrust-maint recover"
-    assert service["Unit"]["OnFailure"] == "torrust-backup-failure@%n.service"
+    assert service["Unit"]["OnFailure"] == "torrust-notify@%n.service"
+    assert service["Unit"]["OnSuccess"] == "torrust-notify@%N.service"  # see the unit
+    assert service["Service"]["StateDirectory"] == "torrust-maint"
+    assert service["Service"]["Environment"] == "TORRUST_MAINT_NOTICES=unit"
     assert service["Service"]["LogsDirectory"] == "torrust-maint"
     assert "/opt/torrust/storage/backup" in service["Service"]["ReadWritePaths"]
     # a WAL-mode snapshot opens the live database: its directory is writable
@@ -67,7 +70,9 @@ def test_service_runs_backup_and_always_recovers():
 def test_verify_service_and_weekly_timer_are_shipped():
     service = unit("torrust-verify.service")
     assert service["Service"]["ExecStart"] == "/usr/bin/torrust-maint verify --scheduled"
-    assert service["Unit"]["OnFailure"] == "torrust-backup-failure@%n.service"
+    assert service["Unit"]["OnFailure"] == "torrust-notify@%n.service"
+    assert service["Unit"]["OnSuccess"] == "torrust-notify@%N.service"  # see the unit
+    assert service["Service"]["StateDirectory"] == "torrust-maint"
     assert "ExecStopPost" not in service["Service"]
     timer = unit("torrust-verify.timer")
     assert timer["Timer"]["OnCalendar"] == "Sun *-*-* 05:00:00"
@@ -77,9 +82,14 @@ def test_verify_service_and_weekly_timer_are_shipped():
         assert f"systemd/{name} lib/systemd/system/" in installed
 
 
-def test_failure_unit_reports_the_failed_unit():
-    failure = unit("torrust-backup-failure@.service")
-    assert failure["Service"]["ExecStart"] == "/usr/bin/torrust-maint report-failure %i"
+def test_notify_unit_reports_the_unit_and_cannot_reach_docker_or_write_backups():
+    notify = unit("torrust-notify@.service")["Service"]
+    assert notify["ExecStart"] == "/usr/bin/torrust-maint report %i"
+    assert notify["StateDirectory"] == "torrust-maint"
+    assert notify["ProtectSystem"] == "strict" and "ReadWritePaths" not in notify
+    assert "/run/docker.sock" in notify["InaccessiblePaths"].replace("-", "")
+    assert notify["CapabilityBoundingSet"] == ""
+    assert "IPAddressDeny" not in notify  # it sends: the backup units cannot
 
 
 def test_timer_is_daily_at_three_and_persistent():

@@ -60,6 +60,7 @@ def write_marker(directory: Path, pid: int | None = None) -> None:
 def status(tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
     config = tmp_path / "torrust-maint.toml"
     config.write_text(f'[deployment]\ncompose_dir = "{tmp_path}"\n\n'
+                      f'[state]\ndirectory = "{tmp_path / "state"}"\n\n'
                       f'[backup]\ndirectory = "{tmp_path / "backups"}"\n')
     code = cli.main(["--config", str(config), "status", *extra])
     return code, capsys.readouterr().out
@@ -77,7 +78,7 @@ def test_all_well(tmp_path, directory, capsys):
     assert lines[0] == f"config: {tmp_path / 'torrust-maint.toml'}"
     assert lines[1].startswith(f"backup directory: {directory} (")
     assert lines[1].endswith(" GB free)")
-    assert "complete sets: 3" in lines
+    assert "complete sets: 3 (0.0 MB)" in lines
     assert f"newest set: {newest} (6 h 0 min old), verification unverified" in lines
     assert f"newest verified set: {verified} (2 d 0 h old)" in lines
     assert "window: none open" in lines and "lock: free" in lines
@@ -142,6 +143,7 @@ def test_a_window_left_by_a_dead_run_says_how_to_recover(tmp_path, directory, ca
 
 
 def test_the_lock_holder_and_unfinished_sets(tmp_path, directory, capsys):
+    make_set(directory, 0.5, "passed")
     (directory / f"{catalog.STAGING_PREFIX}20260301T030000Z").mkdir()
     with run_lock(directory):
         code, out = status(tmp_path, capsys)
@@ -175,7 +177,9 @@ def test_json_has_the_same_facts(tmp_path, directory, capsys):
 
 def test_status_changes_nothing_and_needs_no_directory(tmp_path, capsys):
     code, out = status(tmp_path, capsys)
-    assert code == 0
+    assert code == 1  # no backup has ever succeeded: a monitoring check must say so
+    assert "UNHEALTHY: no successful backup yet" in out.splitlines()
+    assert not (tmp_path / "state").exists()
     assert f"backup directory: {tmp_path / 'backups'} (does not exist)" in out.splitlines()
     assert "newest set: none" in out.splitlines()
     assert not (tmp_path / "backups").exists()
@@ -192,6 +196,7 @@ def test_a_symlinked_lock_file_is_not_followed(tmp_path, directory, capsys):
     target = tmp_path / "elsewhere"
     target.write_text("1\n")
     (directory / LOCK_NAME).symlink_to(target)
+    make_set(directory, 0.5, "passed")
 
     code, out = status(tmp_path, capsys)
 
@@ -201,6 +206,7 @@ def test_a_symlinked_lock_file_is_not_followed(tmp_path, directory, capsys):
 
 def test_an_unreadable_window_marker_is_no_window(tmp_path, directory, capsys):
     (directory / MARKER_NAME).write_text("{not json")
+    make_set(directory, 0.5, "passed")
     code, out = status(tmp_path, capsys)
     assert code == 0
     assert "window: none open" in out.splitlines()
@@ -235,6 +241,7 @@ def write_restore_record(directory: Path, phase: str = "swapped", **extra) -> di
 def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
     config = tmp_path / "torrust-maint.toml"
     config.write_text(f'[deployment]\ncompose_dir = "{tmp_path}"\n\n'
+                      f'[state]\ndirectory = "{tmp_path / "state"}"\n\n'
                       f'[backup]\ndirectory = "{tmp_path / "backups"}"\n')
     code = cli.main(["--config", str(config), *args])
     return code, capsys.readouterr().out
@@ -280,7 +287,7 @@ def test_text_names_an_interrupted_restore_and_raw_sets(tmp_path, directory, cap
 
 
 def test_a_raw_set_alone_is_no_alarm(tmp_path, directory, capsys):
-    make_set(directory, 2, "passed")
+    make_set(directory, 0.5, "passed")
     raw = make_pre_restore_set(directory, 1, "raw")
     code, out = status(tmp_path, capsys, "--json")
     assert code == 0

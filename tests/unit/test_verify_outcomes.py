@@ -191,6 +191,7 @@ def error_lines(err: str) -> list[str]:
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "torrust-maint.toml"
     path.write_text(f'[deployment]\ncompose_dir = "{tmp_path}"\n\n'
+                    f'[state]\ndirectory = "{tmp_path / "state"}"\n\n'
                     f'[backup]\ndirectory = "{tmp_path / "backups"}"\n{extra}')
     return path
 

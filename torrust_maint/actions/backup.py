@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from torrust_maint import __version__, catalog, lock, notify
+from torrust_maint import __version__, catalog, lock, notify, retry
 from torrust_maint.actions import prune as prune_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
@@ -28,6 +28,7 @@ from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import Interrupted, MaintError, SkippedError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
+from torrust_maint.progress import Progress
 from torrust_maint.recovery import WindowGuard, WindowMarker, recover
 from torrust_maint.window import (
     WindowReport,
@@ -132,29 +133,31 @@ def archive_config(deployment: Deployment, config: Config, target_dir: Path,
 def export_database(snapshot, stem: str, config: Config, target_dir: Path) -> Artifact:
     """Export the snapshot (after the window) and compress it into the set."""
     notify.status("exporting the database")
-    progress = Progress(f"exporting database ({config.backup.compression})")
-    with compressed_writer(target_dir, "database", stem, config.backup.compression,
-                           config.backup.compression_level) as (stream, artifact):
+    with Progress(f"exporting database ({config.backup.compression})",
+                  export_size(snapshot)) as progress, \
+            compressed_writer(target_dir, "database", stem, config.backup.compression,
+                              config.backup.compression_level) as (stream, artifact):
         snapshot.export_to(stream, progress)
     return artifact
 
 
-class Progress:
-    """Throttled progress for long phases: STATUS= under systemd, log lines otherwise."""
-
-    def __init__(self, what: str, every: float = 2.0):
-        self.what, self.every = what, every
-        self.last = time.monotonic()
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        text = f"{self.what}: {done / 1e6:.0f} MB so far"
-        notify.status(text)
-        notify.extend_timeout(600)
-        log.info(text)
+def export_size(snapshot) -> int | None:
+    """An upper bound of the bytes an SQLite export writes (the file and its -wal, which a
+    checkpoint folds in); None for a MySQL dump, whose size is not known before."""
+    if isinstance(snapshot, sqlite_engine.LiveWalSnapshot):
+        path = snapshot.database_path
+    elif isinstance(snapshot, sqlite_engine.SqliteSnapshot):
+        path = snapshot.path
+    else:
+        return None
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            info = os.stat(f"{path}{suffix}", follow_symlinks=False)
+        except OSError:
+            continue
+        total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total or None
 
 
 def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
@@ -243,11 +246,13 @@ def database_location(deployment: Deployment) -> dict:
 
 
 def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = False,
-        echo: Callable[[str], None] = print) -> int:
+        echo: Callable[[str], None] = print, details: dict | None = None) -> int:
     """Run one backup; return the exit code (errors are raised as MaintError).
 
     The run lock is taken first: while another run's window has the tracker stopped, this run
-    must say "locked" (exit 5), not "tracker not running" (exit 3).
+    must say "locked" (exit 5), not "tracker not running" (exit 3). The lock and the
+    preflight are tried again after a transient fault ([retry]); nothing after them is.
+    `details` receives the set id and the downtime as soon as they are known.
     """
     phases = Phases()
     started = phases.clock()
@@ -260,21 +265,34 @@ def run(config: Config, docker: Docker, *, dry_run: bool = False, force: bool = 
             echo(f"note: the run of pid {holder} holds the lock now: a real run would exit 5")
         return 0
     catalog.ensure_directory(config.backup.directory)
-    with run_lock(config.backup.directory), signals_raise():
+    with contextlib.ExitStack() as held, signals_raise():
         with phases.timed("preflight"):
-            verify_action.remove_leftovers(docker, config.backup.directory)
-            if WindowMarker.read(config.backup.directory):
-                log.warning("an earlier window was interrupted; starting its tracker first")
-                recover(config.backup.directory, docker, config.deployment.start_timeout, echo,
-                        lock_held=True)
-            settle_interrupted_restore(config, docker, echo)
-            deployment, to_stop = preflight(config, docker, force)
+            deployment, to_stop = retry.call(
+                config.retry, "backup preflight",
+                lambda: locked_preflight(held, config, docker, force, echo))
         set_id = write_set(config, docker, deployment, to_stop, phases, started,
-                           run_started_at, echo)
+                           run_started_at, echo, details=details)
         notify.status("pruning")
         prune_action.apply(config, echo)
         notify.status(f"backup {set_id} committed")
     return 0
+
+
+def locked_preflight(held: contextlib.ExitStack, config: Config, docker: Docker, force: bool,
+                     echo: Callable[[str], None]) -> tuple[Deployment, list[Container]]:
+    """Take the run lock into `held` and run the preflight; on any error the lock is
+    released again (a retry takes it anew)."""
+    with contextlib.ExitStack() as attempt:
+        attempt.enter_context(run_lock(config.backup.directory))
+        verify_action.remove_leftovers(docker, config.backup.directory)
+        if WindowMarker.read(config.backup.directory):
+            log.warning("an earlier window was interrupted; starting its tracker first")
+            recover(config.backup.directory, docker, config.deployment.start_timeout, echo,
+                    lock_held=True)
+        settle_interrupted_restore(config, docker, echo)
+        found = preflight(config, docker, force)
+        held.enter_context(attempt.pop_all())
+    return found
 
 
 def settle_interrupted_restore(config: Config, docker: Docker,
@@ -296,6 +314,8 @@ def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, 
     to_stop = trackers_to_stop(deployment, force)
     if isinstance(deployment.database, SqliteDatabase):
         sqlite_engine.preflight(deployment.database)  # a WAL snapshot writes -wal/-shm there
+    else:  # a server restarting now is retried; once the window is open, nothing is
+        mysql_engine.connect(deployment.database).close()
     files = database_files(deployment.database)
     total = sum(size for _, size in files)
     check_free_space(config.backup.directory, total + total // 2)
@@ -317,8 +337,9 @@ def set_storage_errors(directory: Path) -> Iterator[None]:
 def write_set(config: Config, docker: Docker, deployment: Deployment,
               to_stop: list[Container], phases: Phases, started: float, run_started_at,
               echo: Callable[[str], None], inside_window: Callable[[], None] | None = None,
-              reason: str = "scheduled") -> str:
-    """Window, snapshot, commit and verify one set (caller holds the lock); its id."""
+              reason: str = "scheduled", details: dict | None = None) -> str:
+    """Window, snapshot, commit and verify one set (caller holds the lock); its id.
+    `details` receives the set id and the downtime once it is committed."""
     set_id = catalog.set_id_for(run_started_at, config.backup.directory)
     with set_storage_errors(config.backup.directory):
         staged = catalog.StagedSet(config.backup.directory, set_id)
@@ -330,6 +351,8 @@ def write_set(config: Config, docker: Docker, deployment: Deployment,
     except BaseException:
         staged.discard()
         raise
+    if details is not None:
+        details.update(backup_id=set_id, downtime_seconds=manifest["downtime_seconds"])
     database = manifest["artifacts"][0]
     event("backup_committed", "backup %s committed at %s", set_id, path,
           BACKUP_ID=set_id, BACKUP_PATH=str(path), DB_DRIVER=deployment.driver,

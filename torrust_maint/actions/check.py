@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torrust_maint.actions.backup import database_files, existing_config_paths
-from torrust_maint.config import Config
+from torrust_maint.config import DEFAULT_STATE_DIRECTORY, Config, default_state_directory
 from torrust_maint.deployment import discover
 from torrust_maint.docker import Docker
 from torrust_maint.errors import ConfigError, MaintError
@@ -78,6 +78,10 @@ def unit_writes(config: Config, deployment) -> dict[str, list[tuple[Path, str]]]
     """The paths each scheduled unit must be able to write, with why."""
     backups = (config.backup.directory, "[backup] directory")
     writes = {BACKUP_UNIT: [backups], VERIFY_UNIT: [backups], RECOVER_UNIT: [backups]}
+    # StateDirectory= makes the default writable (and names it in $STATE_DIRECTORY).
+    if config.state.directory not in (DEFAULT_STATE_DIRECTORY, default_state_directory()):
+        for unit in (BACKUP_UNIT, VERIFY_UNIT):
+            writes[unit].append((config.state.directory, "[state] directory"))
     if deployment is not None and deployment.driver == "sqlite3":
         writes[BACKUP_UNIT].append((
             deployment.database.host_path.parent,
@@ -161,6 +165,22 @@ def check_interrupted_restore(directory: Path) -> list[str]:
     return [restore_record.describe(record)]
 
 
+def check_notify(config: Config, echo: Callable[[str], None]) -> list[str]:
+    """Every notification URL loads in Apprise (nothing is sent); URLs are never shown."""
+    from torrust_maint import notifications
+
+    settings = config.notify
+    if not settings.configured:
+        echo("notify: no [notify] urls: failures show only in the journal and `status`")
+        return []
+    problems = notifications.problems(settings)
+    if not problems:
+        schemes = [notifications.scheme(url) for _, url in notifications.targets(settings)]
+        echo(f"notify: {len(schemes)} URL(s) ({', '.join(schemes)}), on "
+             f"{', '.join(settings.on)}: ok (`torrust-maint notify-test` sends a test notice)")
+    return problems
+
+
 def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
     problems: list[str] = []
     echo(f"config: {config.path}: ok")
@@ -198,6 +218,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
     else:
         note = "" if directory.exists() else " (will be created)"
         echo(f"backup directory: {directory}{note}")
+    problems.extend(check_notify(config, echo))
     problems.extend(check_sandbox(config, deployment, echo))
     problems.extend(check_window_marker(directory, echo))
     problems.extend(check_interrupted_restore(directory))

@@ -38,6 +38,7 @@ from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import ConfigError, Interrupted, MaintError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
+from torrust_maint.progress import Progress
 from torrust_maint.recovery import (
     WindowGuard,
     WindowMarker,
@@ -366,14 +367,15 @@ def stage_database(config: Config, docker: Docker, deployment: Deployment,
     artifact = database_artifact(target)
     expected = manifest_of(target)["database"]
     source = target.path / artifact["path"]
+    size = artifact.get("uncompressed_size")
     database = deployment.database
     notify.status(f"preparing set {target.id}")
     if isinstance(database, SqliteDatabase):
         sqlite_engine.preflight(database, replacing=True)
         return sqlite_engine.stage_restore(docker, database, source, artifact["compression"],
-                                           expected, restore_id)
+                                           expected, restore_id, size)
     return mysql_engine.stage_restore(docker, database, source, artifact["compression"],
-                                      expected, config.deployment.snapshot_timeout)
+                                      expected, config.deployment.snapshot_timeout, size)
 
 
 def _fill_record(record: dict, database_swap: DatabaseSwap, config_swaps: list[FileSwap]) -> None:
@@ -619,7 +621,9 @@ def raw_artifacts(swap: FileSwap, config: Config, target_dir: Path) -> list:
         with open(safefs.open_nofollow(path), "rb") as source, compressed_writer(
                 target_dir, f"raw-database{suffix}", f"raw-database.sqlite3{suffix}",
                 config.backup.compression, config.backup.compression_level) as (stream, artifact):
-            copy_stream(source, stream)
+            size = os.fstat(source.fileno()).st_size
+            with Progress(f"exporting {artifact.path}", size) as progress:
+                copy_stream(source, stream, progress)
         artifacts.append(artifact)
     return artifacts
 

@@ -1,18 +1,21 @@
 """``torrust-maint status``: the state of the backups at a glance, for people and monitoring.
 
 Reads only: it creates nothing (not even the lock file) and needs no Docker. Exit 1 when the
-newest set FAILED verification or a window marker is open (the tracker may be stopped), so a
-monitoring check can run it as it is.
+last backup run failed, the newest success is older than ``[status] max_age``, the newest
+set FAILED verification, a window marker is open (the tracker may be stopped) or a restore
+was interrupted, so that a monitoring check can run it as it is. Under systemd it also shows
+the timers and the services' last results (over D-Bus, python3-pystemd).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, lock, restore_record, safefs
+from torrust_maint import catalog, lock, restore_record, safefs, state
 from torrust_maint.config import Config
 from torrust_maint.errors import EXIT_FAILED, EXIT_OK
 from torrust_maint.lock import pid_alive
@@ -32,6 +35,9 @@ def gather(config: Config) -> dict:
         "backup_directory": str(directory),
         "free_bytes": free_bytes(directory),
         "complete_sets": len([s for s in sets if s.complete]),
+        "total_bytes": sum(int(a.get("size") or 0) for s in sets if s.complete
+                           for a in (s.manifest or {}).get("artifacts") or []
+                           if isinstance(a, dict) and isinstance(a.get("size"), int)),
         "newest": describe(complete[-1]) if complete else None,
         "newest_passed": describe(passed[-1]) if passed else None,
         "newest_failed_count": len(failing),
@@ -42,7 +48,62 @@ def gather(config: Config) -> dict:
         "lock": lock_holder(directory),
         "pending_restore": pending_restore(directory),
         "raw_sets": [s.id for s in sets if s.complete and s.kind == catalog.RAW],
+        **runs(config, complete),
+        "max_age_seconds": config.status.max_age,
+        "systemd": systemd(),
     }
+
+
+def runs(config: Config, complete: list[catalog.BackupSet]) -> dict:
+    """The run state: last run, last success and its age, failures in a row, per job."""
+    try:
+        data = state.read(config.state.directory)
+        error = None
+    except state.StateError as problem:
+        data, error = {}, str(problem)
+    backup = state.job(data, "backup")
+    last = backup.get("last_run")
+    if last and last.get("outcome") == "running" and not pid_alive(int(last.get("pid") or 0)):
+        last = dict(last, outcome="interrupted",
+                    error="the run ended without recording an outcome (killed?)")
+    success = backup.get("last_success")
+    success_at = (success or {}).get("finished_at")
+    newest_backup = next((s for s in reversed(complete) if s.kind == catalog.BACKUP), None)
+    if success_at is None and newest_backup is not None and newest_backup.created_at:
+        success_at = catalog.rfc3339(newest_backup.created_at)  # a state older than the sets
+    return {
+        "state_file": str(config.state.directory / state.STATE_NAME),
+        "state_error": error,
+        "last_run": last,
+        "last_success": success,
+        "last_success_at": success_at,
+        "last_success_age_seconds": age_of(success_at),
+        "last_failure": backup.get("last_failure"),
+        "consecutive_failures": int(backup.get("consecutive_failures") or 0),
+        "verify_runs": {key: state.job(data, "verify").get(key)
+                        for key in ("last_run", "last_success", "last_failure",
+                                    "consecutive_failures")},
+    }
+
+
+def age_of(moment: str | None) -> int | None:
+    """Seconds since an RFC 3339 time, or None."""
+    if not moment:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((catalog.utc_now() - parsed).total_seconds())
+
+
+def systemd() -> dict | None:
+    """Our timers and services as systemd sees them; None when systemd cannot be asked."""
+    try:
+        from torrust_maint import systemd_units
+    except ImportError:
+        return None
+    return systemd_units.units()
 
 
 def pending_restore(directory: Path) -> dict | None:
@@ -111,11 +172,29 @@ def lock_holder(directory: Path) -> dict:
     return {"held": pid is not None, "pid": pid or None}
 
 
-def unhealthy(data: dict) -> bool:
-    """Exit 1: the newest set failed verification, a window is open, or a restore was
-    interrupted (the state from before it is not yet in a verified set)."""
-    return data["newest_failed_count"] > 0 or data["window"] is not None \
-        or data.get("pending_restore") is not None
+def problems(data: dict) -> list[str]:
+    """Why the backups are unhealthy (exit 1); none when all is well."""
+    found = []
+    last = data.get("last_run") or {}
+    if last.get("outcome") in ("failure", "interrupted"):
+        count = data.get("consecutive_failures") or 1
+        found.append(f"the last backup run failed ({count} in a row): "
+                     f"{last.get('error') or 'exit ' + str(last.get('exit_code'))}")
+    age_seconds = data.get("last_success_age_seconds")
+    if age_seconds is None:
+        found.append("no successful backup yet")
+    elif age_seconds > data["max_age_seconds"]:
+        found.append(f"the newest successful backup is {age(age_seconds)} old, more than "
+                     f"[status] max_age ({age(data['max_age_seconds'])})")
+    if data["newest_failed_count"] > 0:
+        found.append("the newest set FAILED verification")
+    if data["window"] is not None:
+        found.append("a maintenance window is open")
+    if data.get("pending_restore") is not None:
+        found.append("a restore was interrupted")
+    if data.get("state_error"):
+        found.append(data["state_error"])
+    return found
 
 
 def age(seconds: int) -> str:
@@ -148,7 +227,8 @@ def lines(data: dict) -> list[str]:
     out = [f"config: {data['config']}",
            f"backup directory: {data['backup_directory']} "
            + (f"({free / 1e9:.1f} GB free)" if free is not None else "(does not exist)"),
-           f"complete sets: {data['complete_sets']}"]
+           f"complete sets: {data['complete_sets']} ({data['total_bytes'] / 1e6:.1f} MB)"]
+    out += run_lines(data)
     out += set_lines(data)
     out += [f"unfinished: {path} (an interrupted run's; the next backup or prune removes it)"
             for path in data["unfinished"]]
@@ -156,9 +236,54 @@ def lines(data: dict) -> list[str]:
     out.append(lock_line(data["lock"]))
     if data["pending_restore"]:
         out.append(f"INTERRUPTED RESTORE: {data['pending_restore']['text']}")
+    out += systemd_lines(data.get("systemd"))
+    out += [f"UNHEALTHY: {problem}" for problem in data.get("problems", [])]
     out += [f"raw set {set_id}: raw files of a database from before a restore that could not "
             "be exported; never pruned (remove it by hand once you no longer need it)"
             for set_id in data["raw_sets"]]
+    return out
+
+
+def run_lines(data: dict) -> list[str]:
+    """The last backup run, the last success and the failures in a row."""
+    last = data.get("last_run")
+    if not last:
+        out = ["last run: none recorded"]
+    else:
+        text = f"last run: {last.get('started_at')}, {last.get('outcome')}"
+        if last.get("outcome") == "running":
+            text += f" (pid {last.get('pid')})"
+        elif last.get("error"):
+            text += f": {last['error']}"
+        out = [text]
+    success_age = data.get("last_success_age_seconds")
+    if data.get("last_success_at"):
+        success = data.get("last_success") or {}
+        out.append(f"last success: {data['last_success_at']} ({age(success_age or 0)} ago)"
+                   + (f", set {success['backup_id']}" if success.get("backup_id") else ""))
+    else:
+        out.append("last success: none")
+    if data.get("consecutive_failures"):
+        out.append(f"failures in a row: {data['consecutive_failures']}")
+    return out
+
+
+def systemd_lines(units: dict | None) -> list[str]:
+    """Timers (enabled, next and last elapse) and services (last result) under systemd."""
+    if units is None:
+        return ["systemd: not reachable (timers not shown)"]
+    out = []
+    for name, unit in units.items():
+        if unit.get("load_state") not in (None, "loaded"):
+            out.append(f"{name}: {unit.get('load_state')}")
+        elif name.endswith(".timer"):
+            out.append(f"{name}: {unit.get('enabled')}, {unit.get('active')}, next "
+                       f"{unit.get('next_elapse') or 'none'}, last "
+                       f"{unit.get('last_elapse') or 'never'}")
+        else:
+            out.append(f"{name}: {unit.get('active')}, last result {unit.get('result')}"
+                       + (f" (exit status {unit['exit_status']} at {unit.get('last_exit')})"
+                          if unit.get("last_exit") else ""))
     return out
 
 
@@ -198,9 +323,10 @@ def lock_line(lock: dict) -> str:
 
 
 def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = print) -> int:
-    """Print the status; exit 1 when the newest set failed verification or a window is open."""
+    """Print the status; exit 1 when something needs the operator (see problems())."""
     data = gather(config)
-    data["ok"] = not unhealthy(data)
+    data["problems"] = problems(data)
+    data["ok"] = not data["problems"]
     if as_json:
         echo(json.dumps(data, indent=2))
     else:

@@ -40,6 +40,7 @@ from torrust_maint.errors import (
 )
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
+from torrust_maint.progress import Progress
 from torrust_maint.window import signals_raise
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def artifact_problems(backup_set: catalog.BackupSet) -> list[str]:
         if size != artifact.get("size"):
             problems.append(f"{path}: {size} bytes, manifest says {artifact.get('size')} "
                             "(truncated or changed)")
-        digest = sha256_of(path)
+        with Progress(f"checksumming {backup_set.id}/{artifact['path']}", size) as progress:
+            digest = sha256_of(path, progress)
         if digest != artifact.get("sha256"):
             problems.append(f"{path}: sha256 {digest} does not match the manifest's "
                             f"{artifact.get('sha256')}")
@@ -116,7 +118,8 @@ def restore_check(backup_set: catalog.BackupSet, docker: Docker, scratch_parent)
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent)
     try:
         return engine.verify(docker, backup_set.path / artifact["path"],
-                             artifact["compression"], database, Path(scratch))
+                             artifact["compression"], database, Path(scratch),
+                             size=artifact.get("uncompressed_size"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
