@@ -50,7 +50,7 @@ def main() -> int:
     print(f"\nthe tracker kept writing: {in_backup} transactions were in the "
           "backup; it is running again:", tracker.state()["Status"])
     tracker.wait_for_writes(in_backup + 200)
-    for args in (["restore", "latest", "--dry-run"], ["restore", "latest", "--yes"], ["list"]):
+    for args in (["restore", "latest", "--dry-run"], ["restore", "latest", "--yes"], ["list"], ["status"]):
         code = cli(config, *args)
         if code != 0:
             print(f"demo: torrust-maint {' '.join(args)} exited {code}", file=sys.stderr)
