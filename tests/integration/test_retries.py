@@ -153,3 +153,36 @@ def test_a_lock_held_by_a_finishing_run_is_waited_for(make_stack, tmp_path):
         holder.kill()
     assert run.returncode == 0, "".join(seen) + err
     assert len(list_sets(config)) == 1
+
+
+def database_health(tracker) -> str:
+    done = subprocess.run(["docker", "container", "inspect", "--format",
+                           "{{.State.Health.Status}}", tracker.mysql_container_name],
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_a_database_container_not_yet_healthy_is_waited_for(make_stack, tmp_path):
+    """The database container restarted and its healthcheck has not passed yet ("starting":
+    here held there by hiding the probe's mysqladmin): the backup waits, then goes on."""
+    tracker = make_stack(driver="mysql")
+    tracker.wait_for_writes(20)
+    config = write_config(tracker, extra=RETRY.format(attempts=8, delay=2))
+    database, probe = tracker.mysql_container_name, "/usr/bin/mysqladmin"
+    subprocess.run(["docker", "exec", database, "mv", probe, f"{probe}.off"], check=True)
+    try:
+        subprocess.run(["docker", "restart", "-t", "5", database], check=True,
+                       capture_output=True)
+        assert database_health(tracker) == "starting"
+        tracker.wait_for_writes(40, timeout=90)  # the tracker serves on the restarted server
+        run = start_backup(config)
+        seen = wait_for_line(run.stderr, "attempt 1 of 8 failed (transient)")
+        assert "is running and starting; nothing was done" in seen[-1], seen
+        assert database_health(tracker) == "starting"
+    finally:
+        subprocess.run(["docker", "exec", database, "mv", f"{probe}.off", probe])
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, "".join(seen) + err
+    assert database_health(tracker) == "healthy"
+    [backup] = list_sets(config)
+    assert backup["complete"] and backup["database"]["driver"] == "mysql"

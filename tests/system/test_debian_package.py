@@ -256,7 +256,8 @@ def test_sigkill_mid_window_leaves_the_tracker_running(host: Host):
     assert len(notices(host)) == 1
 
     # Nothing is wedged: the next run takes the lock and commits a set, and its success
-    # after the failure is a recovery notice.
+    # after the failure is a recovery notice, which names the timer's next run.
+    host.run("systemctl", "enable", "--now", TIMER)
     host.run("systemctl", "start", SERVICE, timeout=300)
     assert host.show(SERVICE, "Result") == "success"
     assert len(sets(host)) == before + 1
@@ -266,6 +267,10 @@ def test_sigkill_mid_window_leaves_the_tracker_running(host: Host):
     assert recovered_notice["type"] == "success"
     assert "after 1 failed run in a row" in recovered_notice["message"]
     assert f"backup: {sets(host)[-1].name}" in recovered_notice["message"]
+    # 03:00 plus up to 5 min (RandomizedDelaySec=; systemd draws it again at each start)
+    assert re.search(r"^next scheduled run: \d{4}-\d\d-\d\dT03:0[0-5]:\d\d",
+                     recovered_notice["message"], re.M), recovered_notice["message"]
+    host.run("systemctl", "disable", "--now", TIMER)
     code, data = status_json(host)
     assert code == 0 and data["ok"] is True, data["problems"]
     assert data["consecutive_failures"] == 0

@@ -749,3 +749,44 @@ def test_a_container_removed_between_ps_and_inspect_is_no_error(stack, fake_dock
     fake_docker._do = ps_then_gone
     deployment = discover(stack.settings(), stack.docker)
     assert [c.name for c in deployment.trackers] == ["compose-tracker-1"]
+
+
+@pytest.mark.parametrize("status, health, said", [
+    ("restarting", None, "is restarting; nothing was done"),
+    ("running", "starting", "is running and starting; nothing was done"),
+    ("running", "unhealthy", "is running and unhealthy; nothing was done"),
+])
+def test_a_database_container_not_ready_is_a_transient_fault(stack, status, health, said):
+    """Retried by a backup's preflight ([retry]); a stopped container is not (it will not
+    come back by itself)."""
+    from torrust_maint.errors import DatabaseNotReady
+
+    mysql_stack(stack)
+    mysql_id = add_mysql(stack, healthcheck=health is not None, healthy_after=1000)
+    stack.fake.set_running(mysql_id, True)  # (re)started: its health "starting" again
+    state = stack.fake.containers[mysql_id]["State"]
+    state["Status"] = status
+    if health is not None:
+        state["Health"]["Status"] = health
+    with pytest.raises(DatabaseNotReady) as caught:
+        discover(stack.settings(), stack.docker)
+    assert str(caught.value) == ("database container compose-mysql-1 ([deployment] "
+                                 f"database_service 'mysql') {said}")
+
+
+@pytest.mark.parametrize("stderr, unavailable", [
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker "
+     "daemon running?", True),
+    ("error during connect: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.41/containers/json\": "
+     "context deadline exceeded", True),
+    ("Error response from daemon: No such container: x", False),
+    ("Error response from daemon: Container x is not running", False),
+])
+def test_the_daemon_not_answering_is_told_from_other_docker_errors(stderr, unavailable):
+    from torrust_maint.docker import failure
+    from torrust_maint.errors import DockerError, DockerUnavailable
+
+    error = failure("docker ps", stderr)
+    assert isinstance(error, DockerError)
+    assert isinstance(error, DockerUnavailable) is unavailable
+    assert str(error) == f"docker ps failed: {stderr}"
