@@ -120,8 +120,11 @@ def test_configure_and_check(host: Host):
     config = config.replace(f'[state]\ndirectory = "{host.stack.compose_dir.parent / "state"}"\n',
                             "")
     config += f'\n[logging]\nfile = "{LOG_FILE}"\n'
-    config += (f'\n[notify]\nurls = ["json://127.0.0.1:{RECEIVER_PORT}/torrust-notices"]\n'
-               'on = ["failure", "recovery"]\n')
+    # The URL in a root-only file, as the README advises: the notify unit must read it.
+    config += '\n[notify]\nurls_file = "/etc/torrust-maint/notify-urls"\n'
+    host.run("install", "-m", "600", "/dev/null", "/etc/torrust-maint/notify-urls")
+    host.write("/etc/torrust-maint/notify-urls",
+               f"# test receiver\njson://127.0.0.1:{RECEIVER_PORT}/torrust-notices\n")
     host.write("/root/receiver.py", RECEIVER)
     host.run("systemd-run", "--unit=notice-receiver", "/usr/bin/python3", "/root/receiver.py",
              str(RECEIVER_PORT), NOTICES)
@@ -141,6 +144,8 @@ def test_configure_and_check(host: Host):
                    f"[Service]\nReadWritePaths={host.backup_dir}\n")
     host.run("systemctl", "daemon-reload")
     check = host.run("torrust-maint", "check")
+    assert "notify: 1 URL(s) (json), on failure, recovery: ok" in check.stdout, check.stdout
+    assert "127.0.0.1" not in check.stdout + check.stderr
     assert "problem" not in check.stdout.lower(), check.stdout
     assert check.stdout.splitlines()[-1] == "check: ok", check.stdout
 

@@ -409,3 +409,22 @@ def test_a_tracker_started_by_someone_else_before_a_file_copy_gives_no_set(
     assert "no set was written" in line
     assert fake_cli_docker.running(recreated[0])
     assert [p.name for p in backups.iterdir()] == [".torrust-maint.lock"]
+
+
+def test_check_warns_of_notify_urls_in_a_world_readable_configuration(tmp_path, capsys, stack,
+                                                                       fake_cli_docker):
+    """The URLs hold secrets: inline in a 0644 file, check says where to move them (and
+    never prints them)."""
+    stack.add_tracker()
+    url = "json://user:S3cr3t@127.0.0.1:9/hook"
+    config = write_config(tmp_path, stack.compose_dir, tmp_path / "backups",
+                          f'[notify]\nurls = ["{url}"]\n')
+    warning = (f"warning: [notify] urls: {config} is readable by every user and the URLs "
+               "hold secrets: move them to a urls_file (mode 0600), or chmod o-r the file")
+    for mode, warned in ((0o644, True), (0o640, False)):
+        config.chmod(mode)
+        code, out, err = run(capsys, "--config", str(config), "check")
+        assert code == 0, err
+        assert (warning in out.splitlines()) is warned
+        assert "notify: 1 URL(s) (json), on failure, recovery: ok" in out
+        assert "S3cr3t" not in out + err and "127.0.0.1" not in out + err

@@ -165,6 +165,14 @@ def check_interrupted_restore(directory: Path) -> list[str]:
     return [restore_record.describe(record)]
 
 
+def readable_by_others(path: Path) -> bool:
+    """Whether a file's mode lets users other than its owner and group read it."""
+    try:
+        return bool(os.stat(path).st_mode & 0o004)
+    except OSError:
+        return False
+
+
 def check_notify(config: Config, echo: Callable[[str], None]) -> list[str]:
     """Every notification URL loads in Apprise (nothing is sent); URLs are never shown."""
     from torrust_maint import notifications
@@ -174,6 +182,9 @@ def check_notify(config: Config, echo: Callable[[str], None]) -> list[str]:
         echo("notify: no [notify] urls: failures show only in the journal and `status`")
         return []
     problems = notifications.problems(settings)
+    if settings.urls and readable_by_others(config.path):
+        echo(f"warning: [notify] urls: {config.path} is readable by every user and the URLs "
+             "hold secrets: move them to a urls_file (mode 0600), or chmod o-r the file")
     if not problems:
         schemes = [notifications.scheme(url) for _, url in notifications.targets(settings)]
         echo(f"notify: {len(schemes)} URL(s) ({', '.join(schemes)}), on "
