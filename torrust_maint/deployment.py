@@ -322,7 +322,9 @@ def _mysql_database(settings: DeploymentConfig, containers: list[Container],
     shared = [net for net in container.networks if net in tracker.networks]
     networks = shared or list(container.networks)
     where = f"database container {container.name} ([deployment] database_service {service!r})"
-    if container.status == "restarting" or container.health in ("starting", "unhealthy"):
+    # Restarting, or running but not healthy yet: transient. Stopped: it will not come back.
+    if container.status == "restarting" or (
+            container.running and container.health in ("starting", "unhealthy")):
         raise DatabaseNotReady(f"{where} is {container.status}"
                                + (f" and {container.health}" if container.health else "")
                                + "; nothing was done")

@@ -790,3 +790,19 @@ def test_the_daemon_not_answering_is_told_from_other_docker_errors(stderr, unava
     assert isinstance(error, DockerError)
     assert isinstance(error, DockerUnavailable) is unavailable
     assert str(error) == f"docker ps failed: {stderr}"
+
+
+def test_a_stopped_database_container_is_not_retried(stack):
+    """Defect: an exited container whose last health was "unhealthy" was retried (30 s)
+    although it will not come back by itself."""
+    from torrust_maint.errors import DatabaseNotReady
+
+    mysql_stack(stack)
+    mysql_id = add_mysql(stack, healthcheck=True)
+    stack.fake.set_running(mysql_id, False)  # exited, health "unhealthy"
+    for network in stack.fake.containers[mysql_id]["NetworkSettings"]["Networks"].values():
+        network["IPAddress"] = ""  # as Docker shows a stopped container
+    with pytest.raises(MaintError) as caught:
+        discover(stack.settings(), stack.docker)
+    assert not isinstance(caught.value, DatabaseNotReady)
+    assert "is not running (exited): start it; nothing was done" in str(caught.value)
