@@ -105,6 +105,27 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def write_json_durably(directory: Path, name: str, data: Any, indent: int | None = None) -> None:
+    """Replace directory/name with `data` as JSON: a new file (`name.tmp`, never opened
+    through a symlink), fsynced, renamed over the old one, the directory fsynced. A crash
+    leaves the old file or the new one; a failed write removes its temporary file."""
+    from torrust_maint import safefs
+
+    temporary = directory / f"{name}.tmp"
+    temporary.unlink(missing_ok=True)  # a leftover of a killed writer; unlink follows nothing
+    try:
+        with open(safefs.create_exclusive(temporary, 0o600), "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=indent)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, directory / name)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(directory)
+
+
 class StagedSet:
     """A set being written: a private temporary directory until commit()."""
 

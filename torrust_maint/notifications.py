@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from torrust_maint import safefs
-from torrust_maint.config import NotifyConfig
+from torrust_maint.config import NotifyConfig, url_problem
 from torrust_maint.journal import event
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,6 @@ def read_urls_file(path: Path) -> list[str]:
             if line.strip() and not line.strip().startswith("#")]
     if not urls:
         raise NotifyError(f"[notify] urls_file: {path} holds no URL")
-    from torrust_maint.config import url_problem
-
     for number, url in enumerate(urls, 1):
         problem = url_problem(url)
         if problem:

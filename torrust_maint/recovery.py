@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from torrust_maint import catalog, restore_record, safefs
+from torrust_maint import catalog, restore_record
 from torrust_maint.docker import Container, Docker
 from torrust_maint.errors import LockedError, MaintError
 from torrust_maint.journal import event
@@ -130,20 +130,11 @@ def boot_id() -> str:
 
 def write_marker(directory: Path, containers: list[Container], stop_timeout: int) -> Path:
     """Record, durably, that we are about to stop these containers (no symlink followed)."""
-    path = directory / MARKER_NAME
-    temporary = directory / (MARKER_NAME + ".tmp")
     data = {"format": MARKER_FORMAT, "pid": os.getpid(), "boot_id": boot_id(),
             "opened_at": catalog.rfc3339(catalog.utc_now()), "stop_timeout": stop_timeout,
             "containers": container_records(containers)}
-    temporary.unlink(missing_ok=True)  # a leftover of a killed run; unlink follows nothing
-    fd = safefs.create_exclusive(temporary, 0o600)
-    with open(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    catalog.fsync_directory(directory)
-    return path
+    catalog.write_json_durably(directory, MARKER_NAME, data)
+    return directory / MARKER_NAME
 
 
 def clear_marker(directory: Path) -> None:

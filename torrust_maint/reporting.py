@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from torrust_maint import catalog, notifications, state
+from torrust_maint import catalog, notifications, state, systemd_units
 from torrust_maint.config import Config
 from torrust_maint.errors import EXIT_FAILED, MaintError, VerificationInconclusive
 
@@ -96,7 +96,7 @@ def notify(config: Config, job: str, part: dict[str, Any], claim: str) -> None:
             return
     except (OSError, MaintError) as error:
         log.warning("sending without the once-only claim: %s", error)
-    next_run = next_backup()
+    next_run = systemd_units.next_backup()  # None when systemd cannot tell
     for name in events:
         if name == "success" and "recovery" in events:
             continue  # the recovery notice says it succeeded
@@ -105,13 +105,3 @@ def notify(config: Config, job: str, part: dict[str, Any], claim: str) -> None:
                                        next_run=next_run)
         notifications.send(config.notify, notice)
 
-
-def next_backup() -> str | None:
-    """The next elapse of torrust-backup.timer, when systemd can tell."""
-    try:
-        from torrust_maint import systemd_units
-
-        return systemd_units.next_backup()
-    except Exception:  # noqa: BLE001 -- a notice without the next run is still sent
-        log.debug("the next scheduled run is unknown", exc_info=True)
-        return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from torrust_maint import catalog, safefs
@@ -51,14 +50,7 @@ def read(directory: Path) -> dict | None:
 def write(directory: Path, record: dict) -> None:
     """Replace the record atomically and durably (no symlink followed)."""
     record["format"] = RECORD_FORMAT
-    temporary = directory / (RECORD_NAME + ".tmp")
-    temporary.unlink(missing_ok=True)
-    with open(safefs.create_exclusive(temporary, 0o600), "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, directory / RECORD_NAME)
-    catalog.fsync_directory(directory)
+    catalog.write_json_durably(directory, RECORD_NAME, record, indent=2)
 
 
 def clear(directory: Path) -> None:

@@ -73,7 +73,7 @@ def update(directory: Path, change: Callable[[dict[str, Any]], None]) -> dict[st
             data = {"format": FORMAT}
         change(data)
         data["format"] = FORMAT
-        _write(directory, data)
+        catalog.write_json_durably(directory, STATE_NAME, data, indent=2)
     return data
 
 
@@ -91,27 +91,6 @@ def _locked(directory: Path) -> Iterator[None]:
     with open(fd, "rb") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def _write(directory: Path, data: dict[str, Any]) -> None:
-    """Write the state to a new file, fsync it, rename it over the old one, fsync the dir."""
-    path = directory / STATE_NAME
-    temporary = directory / f".{STATE_NAME}.{os.getpid()}.new"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
-    fd = safefs.create_exclusive(temporary, 0o600)
-    try:
-        with open(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    catalog.fsync_directory(directory)
 
 
 # -- the run records ------------------------------------------------------------------------

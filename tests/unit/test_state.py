@@ -146,7 +146,7 @@ def test_a_failed_write_leaves_the_old_state_and_no_temporary_file(directory, mo
 
 def test_a_leftover_temporary_file_of_a_crashed_writer_is_replaced(directory):
     directory.mkdir(parents=True)
-    leftover = directory / f".{STATE_NAME}.{os.getpid()}.new"
+    leftover = directory / f"{STATE_NAME}.tmp"
     leftover.write_text("half a state")
     state.record_end(directory, "backup", failure())
     assert not leftover.exists()

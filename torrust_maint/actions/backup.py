@@ -76,14 +76,19 @@ def trackers_to_stop(deployment: Deployment, force: bool) -> list[Container]:
 
 def database_files(database) -> list[tuple[Path, int]]:
     """The SQLite file and side files that a snapshot copies, with their sizes (none for MySQL)."""
-    found: list[tuple[Path, int]] = []
     if database.driver != "sqlite3":
-        return found
-    path = database.host_path
-    for suffix in ("", *sqlite_engine.SIDE_FILES):
+        return []
+    return regular_files(database.host_path, ("", *sqlite_engine.SIDE_FILES))
+
+
+def regular_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """The regular files `path` + suffix that exist, with their sizes; a planted symlink is
+    neither followed nor sized."""
+    found: list[tuple[Path, int]] = []
+    for suffix in suffixes:
         candidate = Path(f"{path}{suffix}")
         try:
-            info = os.stat(candidate, follow_symlinks=False)  # a planted symlink is not sized
+            info = os.stat(candidate, follow_symlinks=False)
         except FileNotFoundError:
             continue
         if stat.S_ISREG(info.st_mode):
@@ -150,14 +155,7 @@ def export_size(snapshot) -> int | None:
         path = snapshot.path
     else:
         return None
-    total = 0
-    for suffix in ("", "-wal"):
-        try:
-            info = os.stat(f"{path}{suffix}", follow_symlinks=False)
-        except OSError:
-            continue
-        total += info.st_size if stat.S_ISREG(info.st_mode) else 0
-    return total or None
+    return sum(size for _, size in regular_files(Path(path), ("", "-wal"))) or None
 
 
 def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],

@@ -9,13 +9,12 @@ the timers and the services' last results (over D-Bus, python3-pystemd).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, lock, restore_record, safefs, state
+from torrust_maint import catalog, lock, restore_record, safefs, state, systemd_units
 from torrust_maint.config import Config
 from torrust_maint.errors import EXIT_FAILED, EXIT_OK
 from torrust_maint.lock import pid_alive
@@ -50,7 +49,7 @@ def gather(config: Config) -> dict:
         "raw_sets": [s.id for s in sets if s.complete and s.kind == catalog.RAW],
         **runs(config, complete),
         "max_age_seconds": config.status.max_age,
-        "systemd": systemd(),
+        "systemd": systemd_units.units(),  # None when systemd cannot be asked
     }
 
 
@@ -91,19 +90,10 @@ def age_of(moment: str | None) -> int | None:
     if not moment:
         return None
     try:
-        parsed = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        parsed = catalog.parse_rfc3339(moment)
     except ValueError:
         return None
     return round((catalog.utc_now() - parsed).total_seconds())
-
-
-def systemd() -> dict | None:
-    """Our timers and services as systemd sees them; None when systemd cannot be asked."""
-    try:
-        from torrust_maint import systemd_units
-    except ImportError:
-        return None
-    return systemd_units.units()
 
 
 def pending_restore(directory: Path) -> dict | None:
