@@ -11,7 +11,18 @@ import traceback
 
 from torrust_maint import __version__, journal, notifications, recovery, reporting
 from torrust_maint import config as config_module
-from torrust_maint.actions import backup, check, listing, prune, report, restore, status, verify
+from torrust_maint.actions import (
+    backup,
+    check,
+    listing,
+    offsite,
+    offsite_restore,
+    prune,
+    report,
+    restore,
+    status,
+    verify,
+)
 from torrust_maint.docker import Docker
 from torrust_maint.errors import EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, ConfigError, MaintError
 from torrust_maint.journal import event
@@ -39,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_list = commands.add_parser("list", help="list backup sets")
     run_list.add_argument("--json", action="store_true", help="machine-readable output")
+    run_list.add_argument("--offsite", action="store_true",
+                          help="list the sets the off-site repository holds (every host)")
 
     run_prune = commands.add_parser("prune", help="delete sets the retention policy does not keep")
     run_prune.add_argument("--dry-run", action="store_true", help="say what would be deleted")
@@ -77,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="print every step; change nothing")
     run_restore.add_argument("--no-start", action="store_true",
                              help="leave a tracker that is not running stopped afterwards")
+    run_restore.add_argument("--from-offsite", action="store_true",
+                             help="fetch the set (ID or `latest`) from the off-site repository "
+                                  "first: rebuilding a lost host")
     run_restore.add_argument("--finish", action="store_true",
                              help="only settle an interrupted restore: secure the state from "
                                   "before it in a verified safety set")
@@ -90,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "(torrust-notify@.service, from OnFailure= and OnSuccess=)")
     run_report.add_argument("unit", help="the unit that ended, e.g. torrust-backup.service")
 
+    run_offsite = commands.add_parser(
+        "offsite", help="off-site copies through restic ([offsite] in the configuration)")
+    offsite_commands = run_offsite.add_subparsers(dest="offsite_command", metavar="ACTION",
+                                                  required=True)
+    offsite_commands.add_parser("init", help="create the restic repository (compressed)")
+    offsite_commands.add_parser(
+        "upload", help="upload every verified set not yet off-site, then forget and prune "
+                       "by the off-site retention (torrust-offsite.service)")
+    offsite_commands.add_parser(
+        "check", help="restic check of a share of the data, and fetch the newest set for the "
+                      "next `verify --scheduled` (torrust-offsite-check.service)")
+    offsite_commands.add_parser("configured", help=argparse.SUPPRESS)
+
     commands.add_parser(
         "notify-test", help="send a test notice to every [notify] URL; exit 1 if any failed")
     return parser
@@ -99,11 +128,17 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":  # logs its record first; copes with a broken configuration
         return report.run(args.unit, dict(os.environ))
     path = config_module.config_path_from(args.config, dict(os.environ))
+    if args.command == "offsite" and args.offsite_command == "configured":
+        return offsite.configured(path)
     config = config_module.load(path)
     if config.logging.file is not None:
         journal.add_file_log(config.logging.file)
     if args.command == "list":
+        if args.offsite:
+            return listing.run_offsite(config, as_json=args.json)
         return listing.run(config, as_json=args.json)
+    if args.command == "offsite":
+        return offsite_command(config, args.offsite_command)
     if args.command == "prune":
         return prune.run(config, dry_run=args.dry_run)
     if args.command == "status":
@@ -122,6 +157,10 @@ def dispatch(args: argparse.Namespace) -> int:
             config, docker, target=args.set_id, every=args.every, scheduled=args.scheduled,
             as_json=args.json))
     if args.command == "restore":
+        if args.from_offsite:
+            return offsite_restore.run(config, docker, args.set_id, assume_yes=args.yes,
+                                       with_config=args.with_config, no_start=args.no_start,
+                                       dry_run=args.dry_run)
         return restore.run(config, docker, args.set_id, assume_yes=args.yes,
                            with_config=args.with_config, dry_run=args.dry_run,
                            no_start=args.no_start, finish=args.finish)
@@ -129,6 +168,15 @@ def dispatch(args: argparse.Namespace) -> int:
         return backup.run(config, docker, dry_run=True, force=args.force)
     return reporting.reported(config, "backup", lambda details: backup.run(
         config, docker, force=args.force, details=details))
+
+
+def offsite_command(config, action: str) -> int:
+    if action == "init":
+        return offsite.init(config)
+    if action == "upload":
+        return reporting.reported(config, "upload",
+                                  lambda details: offsite.upload(config, details))
+    return reporting.reported(config, "offsite-check", lambda details: offsite.check(config))
 
 
 def recover_command(config, docker: Docker, guardian: bool) -> int:

@@ -129,6 +129,31 @@ class StateConfig:
     directory: Path = field(default_factory=default_state_directory)
 
 
+DEFAULT_OFFSITE_PASSWORD_FILE = Path("/etc/torrust-maint/offsite-password")
+
+
+@dataclass(frozen=True)
+class OffsiteConfig:
+    """Off-site copies through restic: the repository (a secret: it may hold credentials),
+    where its password and backend keys are, the host name the snapshots carry, and the
+    off-site retention (restic forget's keep_* rules, per host)."""
+
+    repository: str | None = field(default=None, repr=False)
+    password_file: Path = DEFAULT_OFFSITE_PASSWORD_FILE
+    environment_file: Path | None = None
+    host: str = field(default_factory=lambda: os.uname().nodename)
+    keep_last: int = 3
+    keep_daily: int = 14
+    keep_weekly: int = 8
+    keep_monthly: int = 12
+    check_subset: str = "5%"
+    options: tuple[str, ...] = ()  # restic -o key=value (on argv: never a secret)
+
+    @property
+    def configured(self) -> bool:
+        return self.repository is not None
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -143,6 +168,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    offsite: OffsiteConfig = field(default_factory=OffsiteConfig)
 
 
 # -- validators: each returns (value, problem) -------------------------------
@@ -331,6 +357,54 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def _restic_repository(value: Any) -> tuple[Any, str | None]:
+    """A restic repository string (a path, sftp:, rest:, s3:, b2:, rclone:...). It may hold a
+    password (rest:https://user:pass@...): messages never quote it."""
+    if not isinstance(value, str):
+        return None, f"must be a string, not {_type_name(value)}"
+    if not value.strip():
+        return None, "must not be empty"
+    if any(not char.isprintable() or char.isspace() for char in value):
+        return None, "must not contain spaces or control characters"
+    if not (value.startswith("/") or re.match(r"^[a-z0-9]+:", value)):
+        return None, ("must be a restic repository: an absolute path or backend:location "
+                      "such as sftp:user@host:/srv/restic or rest:https://host:8000/ "
+                      "(see restic(1))")
+    return value, None
+
+
+def _restic_host(value: Any) -> tuple[Any, str | None]:
+    """The host name the snapshots carry (restic --host): letters, digits, `.`, `_`, `-`."""
+    text, problem = _string(value)
+    if problem:
+        return None, problem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", text):
+        return None, f"must be a host name (letters, digits, '.', '_', '-'), not {shown(text)}"
+    return text, None
+
+
+def _restic_option(value: Any) -> tuple[Any, str | None]:
+    """An extended option of restic (-o key=value), such as sftp.command=ssh ..."""
+    text, problem = _string(value)
+    if problem:
+        return None, problem
+    if not re.match(r"^[a-z0-9]+\.[A-Za-z0-9._-]+=", text):
+        return None, f"must be an extended option key=value such as sftp.command=..., not " \
+                     f"{shown(text.split('=')[0])}=..."
+    return text, None
+
+
+def _data_subset(value: Any) -> tuple[Any, str | None]:
+    """restic check --read-data-subset: a share such as "5%" (0.1% to 100%)."""
+    text, problem = _string(value)
+    if problem:
+        return None, problem
+    match = re.fullmatch(r"(\d{1,3}(?:\.\d{1,2})?)%", text)
+    if not match or not 0 < float(match.group(1)) <= 100:
+        return None, f"must be a share of the data such as \"5%\" (up to 100%), not {shown(text)}"
+    return text, None
+
+
 DURATION = re.compile(r"^(\d{1,6})\s*(s|min|m|h|d)$")
 DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -420,11 +494,24 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
     "state": {
         "directory": (_directory, False),
     },
+    "offsite": {
+        "repository": (_restic_repository, False),
+        "password_file": (_log_file, False),
+        "environment_file": (_log_file, False),
+        "host": (_restic_host, False),
+        "keep_last": (_int_between(0, 100000), False),
+        "keep_daily": (_int_between(0, 100000), False),
+        "keep_weekly": (_int_between(0, 100000), False),
+        "keep_monthly": (_int_between(0, 100000), False),
+        "check_subset": (_data_subset, False),
+        "options": (_list_of(_restic_option), False),
+    },
 }
 
 CLASSES = {"deployment": DeploymentConfig, "backup": BackupConfig, "retention": RetentionConfig,
            "verify": VerifyConfig, "logging": LoggingConfig, "notify": NotifyConfig,
-           "retry": RetryConfig, "status": StatusConfig, "state": StateConfig}
+           "retry": RetryConfig, "status": StatusConfig, "state": StateConfig,
+           "offsite": OffsiteConfig}
 
 
 def config_path_from(cli_path: str | None, environ: dict[str, str]) -> Path:
@@ -517,6 +604,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         retry=RetryConfig(**sections["retry"]),
         status=StatusConfig(**sections["status"]),
         state=StateConfig(**sections["state"]),
+        offsite=OffsiteConfig(**sections["offsite"]),
     )
 
 
@@ -572,6 +660,7 @@ def _cross_checks(sections: dict[str, dict[str, Any]], path: Path) -> list[str]:
             f"{path}: [retention]: every keep_* is 0, which would keep nothing; "
             "set at least one above 0"
         )
+    problems.extend(_offsite_checks(sections, path))
     retry = sections["retry"]
     if retry.get("max_delay", RetryConfig.max_delay) < retry.get("delay", RetryConfig.delay):
         problems.append(f"{path}: [retry] max_delay: must not be less than delay")
@@ -580,4 +669,22 @@ def _cross_checks(sections: dict[str, dict[str, Any]], path: Path) -> list[str]:
         problems.append(
             f"{path}: [backup] compression_level: gzip takes 1 to 9, not {level}"
         )
+    return problems
+
+
+def _offsite_checks(sections: dict[str, dict[str, Any]], path: Path) -> list[str]:
+    """[offsite] needs its repository once any other key is set; uploads take verified sets,
+    so sets must be verified after each backup; its keep_* must keep something."""
+    offsite = sections["offsite"]
+    problems = []
+    if offsite and "repository" not in offsite:
+        problems.append(f"{path}: [offsite] repository: required once [offsite] has settings "
+                        "(or remove the section)")
+    if "repository" in offsite and sections["verify"].get("after_backup") is False:
+        problems.append(f"{path}: [verify] after_backup: false, but [offsite] uploads only "
+                        "verified sets; set it to true (or remove [offsite])")
+    keeps = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
+    if "repository" in offsite and not any(offsite.get(key, 1) for key in keeps):
+        problems.append(f"{path}: [offsite]: every keep_* is 0, which would forget every "
+                        "snapshot; set at least one above 0")
     return problems

@@ -186,6 +186,21 @@ class Docker:
         out = self._run(["ps", "--all", "--format", "{{.Names}}", *filters])
         return out.decode().split()
 
+    def compose_up(self, compose_dir: str, timeout: float = 600) -> None:
+        """`docker compose up --detach` of the project in compose_dir (its own .env and
+        compose file); Compose v1's `docker-compose` where the v2 plugin is missing."""
+        project = ["--project-directory", compose_dir]
+        if self.runner([self.binary, "compose", "version"], timeout=60).returncode == 0:
+            self._change(["compose", *project, "up", "--detach"], timeout=timeout)
+            return
+        if self.dry_run:
+            self.echo(f"would run: docker-compose {' '.join(project)} up --detach")
+            return
+        result = self.runner(["docker-compose", *project, "up", "--detach"], timeout=timeout)
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip()
+            raise failure("docker-compose up", message or f"exit {result.returncode}")
+
     def stop(self, ids: list[str], timeout: int) -> None:
         """Stop containers, giving each `timeout` seconds between SIGTERM and SIGKILL."""
         self._change(["stop", "-t", str(timeout), *ids], timeout=timeout + 60)

@@ -39,6 +39,11 @@ MESSAGE_IDS = {
     "attempt_failed": "5a1b8fc0356e41c2ad97078afa3d926b",
     "notice_sent": "ff4996e7081e4cd89c19a89c1206fc16",
     "notice_failed": "6ffed7e78944441ca6b6c96fb6d4f172",
+    "offsite_uploaded": "35152df5ef154dcf92c72ba4a81e10e0",
+    "offsite_failed": "b082bfb40964439fb9dc734eed5aa84e",
+    "offsite_forgotten": "adb2bdf4c3e74b6a98a0732e34216d8a",
+    "offsite_checked": "2de587f00eb947aba6857357e8e18dea",
+    "offsite_fetched": "898c570fb602478c9d674e14d92f7f68",
 }
 
 # A journal field name a client may set: upper case, digits, underscores, not starting with

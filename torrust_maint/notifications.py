@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import socket
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +49,9 @@ def ordinal(number: int) -> str:
     return f"{number}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th')}"
 
 
+JOB_TITLES = {"upload": "off-site upload", "offsite-check": "off-site check"}
+
+
 def events_for(job: str, part: dict[str, Any]) -> list[str]:
     """Which events the last run of `job` raises, given that job's state after the run."""
     run = part.get("last_run") or {}
@@ -70,6 +71,7 @@ def compose(job: str, part: dict[str, Any], event_name: str, *, deployment: str,
     run = part.get("last_run") or {}
     host = host or socket.gethostname()
     failures = int(part.get("consecutive_failures") or 0)
+    job = JOB_TITLES.get(job, job)
     headline = {
         "failure": f"{job} FAILED",
         "verify_failure": "verification FAILED",
@@ -85,6 +87,8 @@ def compose(job: str, part: dict[str, Any], event_name: str, *, deployment: str,
         lines.append(f"error: {run['error']}")
     if run.get("backup_id"):
         lines.append(f"backup: {run['backup_id']}")
+    if run.get("uploaded") is not None:
+        lines.append(f"sets uploaded: {run['uploaded']}, {run.get('bytes_added', 0)} bytes added")
     if run.get("downtime_seconds") is not None:
         lines.append(f"tracker downtime: {run['downtime_seconds']:.3f} s")
     if run.get("duration_seconds") is not None:
@@ -115,23 +119,9 @@ def read_urls_file(path: Path) -> list[str]:
     """The URLs of a urls_file: one per line, blank lines and # comments skipped. It must be
     a regular file that no one but its owner can read or write (mode 0600 or 0400)."""
     try:
-        fd = safefs.open_nofollow(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise NotifyError(f"[notify] urls_file: {path} does not exist") from None
-    except safefs.UnsafePath as error:
-        raise NotifyError(f"[notify] urls_file: {error}") from None
-    except OSError as error:
-        raise NotifyError(f"[notify] urls_file: cannot read {path}: "
-                          f"{error.strerror or error}") from None
-    with open(fd, "rb") as handle:
-        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-        if mode & 0o077:
-            raise NotifyError(f"[notify] urls_file: {path} has mode {mode:04o}; it holds "
-                              f"secrets, so others must not read it: chmod 600 {path}")
-        raw = handle.read(MAX_URLS_FILE_BYTES + 1)
-    if len(raw) > MAX_URLS_FILE_BYTES:
-        raise NotifyError(f"[notify] urls_file: {path} is larger than "
-                          f"{MAX_URLS_FILE_BYTES} bytes")
+        raw = safefs.read_private_file(path, "[notify] urls_file", MAX_URLS_FILE_BYTES)
+    except safefs.PrivateFileError as error:
+        raise NotifyError(str(error)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -172,3 +172,30 @@ def _open_child_dir(parent_fd: int, name: str, shown: Path, create: bool, mode: 
     except FileExistsError:  # made meanwhile: opened (and checked) below
         pass
     return _open_child_dir(parent_fd, name, shown, False, mode)
+
+
+class PrivateFileError(MaintError):
+    """A file holding secrets is missing, unreadable, or readable by others (named)."""
+
+
+def read_private_file(path: Path, setting: str, max_bytes: int) -> bytes:
+    """The bytes of a secrets file named by `setting`: a regular file (never through a
+    symlink) that no one but its owner can read or write (0600 or 0400), at most max_bytes."""
+    try:
+        fd = open_nofollow(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise PrivateFileError(f"{setting}: {path} does not exist") from None
+    except UnsafePath as error:
+        raise PrivateFileError(f"{setting}: {error}") from None
+    except OSError as error:
+        raise PrivateFileError(f"{setting}: cannot read {path}: "
+                               f"{error.strerror or error}") from None
+    with open(fd, "rb") as handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        if mode & 0o077:
+            raise PrivateFileError(f"{setting}: {path} has mode {mode:04o}; it holds secrets, "
+                                   f"so others must not read it: chmod 600 {path}")
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PrivateFileError(f"{setting}: {path} is larger than {max_bytes} bytes")
+    return raw

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 STATE_NAME = "state.json"
 LOCK_NAME = ".state.lock"
 FORMAT = 1
-JOBS = ("backup", "verify")
+JOBS = ("backup", "verify", "upload", "offsite-check")
 MAX_STATE_BYTES = 1 << 20
 NOTIFIED_KEPT = 20  # invocation ids remembered as notified (a notice is sent once)
 

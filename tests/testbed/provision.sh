@@ -10,6 +10,8 @@ APT_PACKAGES=(
     python3-zstandard mypy
     # issue 10: notifications, systemd over D-Bus, progress bars; test receivers
     apprise python3-pystemd python3-tqdm python3-aiosmtpd
+    # issue 11: off-site copies through restic; sftp's client for restic's sftp backend
+    restic openssh-client
     # make deb / make test-system: build the .deb, lintian, logrotate -d, systemd-analyze
     build-essential debhelper dh-python pybuild-plugin-pyproject python3-all
     python3-setuptools python3-wheel lintian logrotate systemd

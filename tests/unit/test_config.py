@@ -110,7 +110,7 @@ def test_unknown_section_is_named_with_the_known_ones():
     data["restore"] = {"directory": "/x"}
     assert only_problem(data) == (
         f"{PATH}: [restore]: unknown section (known: deployment, backup, retention, verify, logging, "
-        "notify, retry, status, state)"
+        "notify, retry, status, state, offsite)"
     )
 
 

@@ -168,6 +168,12 @@ def base_config(hostile: Hostile) -> dict:
         "retry": {"attempts": 3, "delay": 10, "max_delay": 300},
         "status": {"max_age": "26h"},
         "state": {"directory": str(hostile.root / "state")},
+        "offsite": {"repository": "rest:http://user:secret@127.0.0.1:9/repo",
+                    "password_file": str(hostile.root / "offsite-password"),
+                    "environment_file": str(hostile.root / "offsite.env"),
+                    "host": "tracker-1", "keep_last": 3, "keep_daily": 14, "keep_weekly": 8,
+                    "keep_monthly": 12, "check_subset": "5%",
+                    "options": ["sftp.command=ssh backup@x -s sftp"]},
     }
 
 
@@ -187,6 +193,10 @@ KINDS = {
     "retry": {"attempts": "integer", "delay": "integer", "max_delay": "integer"},
     "status": {"max_age": "duration"},
     "state": {"directory": "directory"},
+    "offsite": {"repository": "repository", "password_file": "file", "environment_file": "file",
+                "host": "hostname", "keep_last": "integer", "keep_daily": "integer",
+                "keep_weekly": "integer", "keep_monthly": "integer", "check_subset": "share",
+                "options": "options"},
 }
 
 DATES = [Raw("1979-05-27T07:32:00Z"), Raw("1979-05-27"), Raw("07:32:00")]
@@ -261,6 +271,19 @@ def bad_values(kind: str, hostile: Hostile) -> list:
     if kind == "duration":
         return [*DATES, *ODD_NUMBERS, "", "26", "26 hours", "h", "-1h", "0s", "59s", 59, -60,
                 10**30, "367d", "9999999h", True, [60], {"a": 1}, *injections]
+    if kind == "repository":  # never quoted back: it may hold a password
+        return [*not_strings(), "", " ", "relative/path", "rest:http://u:p@h/ x", "s3 :x",
+                *[f"rest:http://{value}" for value in control_characters("h")], "~/repo"]
+    if kind == "hostname":
+        return [*not_strings(), "", "my host", "-host", "host/x", "x" * 300,
+                *control_characters("tracker"), *injections]
+    if kind == "share":
+        return [*not_strings(), "", "5", "0%", "101%", "-5%", "5 %", "1/10", "%",
+                *control_characters("5%"), *injections]
+    if kind == "options":
+        return [5, "sftp.command=x", True, [], [5], ["sftp.command=x", "sftp.command=x"],
+                [""], ["nokey"], ["=x"], ["sftp command=x"],
+                *[[value] for value in control_characters("sftp.command=")]]
     assert kind == "integer", kind
     return bad_integers()
 

@@ -58,7 +58,8 @@ def test_service_runs_backup_and_always_recovers():
     assert service["Service"]["ExecStart"] == "/usr/bin/torrust-maint backup"
     assert service["Service"]["ExecStopPost"] == "/usr/bin/torrust-maint recover"
     assert service["Unit"]["OnFailure"] == "torrust-notify@%n.service"
-    assert service["Unit"]["OnSuccess"] == "torrust-notify@%N.service"  # see the unit
+    # see the unit; a success also starts the off-site upload
+    assert service["Unit"]["OnSuccess"] == "torrust-notify@%N.service torrust-offsite.service"
     assert service["Service"]["StateDirectory"] == "torrust-maint"
     assert service["Service"]["Environment"] == "TORRUST_MAINT_NOTICES=unit"
     assert service["Service"]["LogsDirectory"] == "torrust-maint"

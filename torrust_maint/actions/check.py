@@ -192,6 +192,32 @@ def check_notify(config: Config, echo: Callable[[str], None]) -> list[str]:
     return problems
 
 
+def check_offsite(config: Config, echo: Callable[[str], None]) -> list[str]:
+    """The repository is reachable and opens with the password (restic reads its config;
+    nothing is created). The repository is shown with any password in it masked."""
+    from torrust_maint.restic import Restic, ResticError, shown_repository
+
+    settings = config.offsite
+    if not settings.configured:
+        echo("offsite: no [offsite] repository: sets stay on this host only")
+        return []
+    assert settings.repository is not None
+    shown = shown_repository(settings.repository)
+    if shown != settings.repository and readable_by_others(config.path):
+        echo(f"warning: [offsite] repository: {config.path} is readable by every user and the "
+             "repository holds a password: put it in environment_file (mode 0600) as the "
+             "backend's variables, or chmod o-r the file")
+    try:
+        restic = Restic(settings)
+        restic.open_repository()
+    except ResticError as error:
+        return [str(error)]
+    except MaintError as error:
+        return [str(error)]
+    echo(f"offsite: {shown} (host {settings.host}): reachable, opens with the password")
+    return []
+
+
 def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
     problems: list[str] = []
     echo(f"config: {config.path}: ok")
@@ -230,6 +256,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
         note = "" if directory.exists() else " (will be created)"
         echo(f"backup directory: {directory}{note}")
     problems.extend(check_notify(config, echo))
+    problems.extend(check_offsite(config, echo))
     problems.extend(check_sandbox(config, deployment, echo))
     problems.extend(check_window_marker(directory, echo))
     problems.extend(check_interrupted_restore(directory))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from torrust_maint import catalog, restore_record
+from torrust_maint import catalog, offsite, restore_record
 from torrust_maint.config import Config
 
 
-def row(backup_set: catalog.BackupSet) -> str:
+def row(backup_set: catalog.BackupSet, offsite_sets: dict | None = None) -> str:
     """One line of the table; a garbled value shows as `-`, odd characters escaped."""
     data = backup_set.to_json()
     created = catalog.printable((data["created_at"] or "-")[:19].replace("T", " "))
@@ -24,6 +24,9 @@ def row(backup_set: catalog.BackupSet) -> str:
     elif backup_set.complete and backup_set.kind == catalog.RAW:
         state = (f"RAW files of the database before restoring {_restored(backup_set)} "
                  "(it could not be exported); never pruned")
+    uploaded = (offsite_sets or {}).get(backup_set.id)
+    if isinstance(uploaded, dict):
+        state += f", off-site ({catalog.printable(str(uploaded.get('short_id')))})"
     return (f"{catalog.printable(backup_set.id):<20} {created:<20} {driver:<8} {size:>12} "
             f"{f'{downtime:.3f}s' if downtime is not None else '-':>9}  {state}")
 
@@ -38,8 +41,10 @@ def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = 
     restore is named after them (where the state from before it is kept)."""
     sets = catalog.list_sets(config.backup.directory)
     record = restore_record.read(config.backup.directory)
+    uploaded = offsite.read_record(config.state.directory) if config.offsite.configured else {}
     if as_json:
-        echo(json.dumps([s.to_json() for s in sets], indent=2))
+        echo(json.dumps([dict(s.to_json(), offsite=uploaded.get(s.id)) for s in sets],
+                        indent=2))
         return 0
     if not sets:
         echo(f"no backup sets in {config.backup.directory}")
@@ -47,7 +52,32 @@ def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = 
         echo(f"{'ID':<20} {'CREATED (UTC)':<20} {'DRIVER':<8} {'SIZE':>12} {'DOWNTIME':>9}  "
              "STATE")
         for backup_set in sets:
-            echo(row(backup_set))
+            echo(row(backup_set, uploaded))
     if record is not None:
         echo(f"INTERRUPTED RESTORE: {catalog.printable(restore_record.describe(record))}")
+    return 0
+
+
+def run_offsite(config: Config, *, as_json: bool = False,
+                echo: Callable[[str], None] = print) -> int:
+    """What the off-site repository holds (our snapshots, every host), newest last."""
+    from torrust_maint.actions import offsite as offsite_action
+
+    restic = offsite_action.restic_for(config)
+    snapshots = offsite.parse_snapshots(offsite_action.unlocking(
+        restic, lambda: restic.snapshots(None)))
+    local = {s.id for s in catalog.list_sets(config.backup.directory) if s.complete}
+    if as_json:
+        echo(json.dumps([dict(s.to_json(), local=s.set_id in local) for s in snapshots],
+                        indent=2))
+        return 0
+    if not snapshots:
+        echo(f"no torrust-maint sets in the off-site repository {restic.shown}")
+        return 0
+    echo(f"off-site repository {restic.shown}:")
+    echo(f"{'ID':<20} {'HOST':<24} {'TIME (UTC)':<20} {'SNAPSHOT':<10} LOCAL")
+    for snapshot in snapshots:
+        when = catalog.rfc3339(snapshot.time)[:19].replace("T", " ")
+        echo(f"{snapshot.set_id:<20} {catalog.printable(snapshot.host):<24} {when:<20} "
+             f"{snapshot.short_id:<10} {'yes' if snapshot.set_id in local else 'no'}")
     return 0

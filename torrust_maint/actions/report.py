@@ -34,8 +34,14 @@ RESULTS = {  # systemd's Result= values, in words
 
 
 def job_of(unit: str) -> str:
-    """Which job a unit runs: verify for torrust-verify*, backup otherwise."""
-    return "verify" if unit.startswith("torrust-verify") else "backup"
+    """Which job a unit runs: verify, upload (torrust-offsite), offsite-check, or backup."""
+    if unit.startswith("torrust-verify"):
+        return "verify"
+    if unit.startswith("torrust-offsite-check"):
+        return "offsite-check"
+    if unit.startswith("torrust-offsite"):
+        return "upload"
+    return "backup"
 
 
 def unit_result_text(unit: str, monitor: dict[str, str]) -> str:
@@ -144,6 +150,8 @@ def run(instance: str, environ: dict[str, str]) -> int:
         log_failure(unit, monitor)
     job = job_of(unit)
     config = load_for_notices(config_module.config_path_from(None, environ))
+    if job in ("upload", "offsite-check") and not config.offsite.configured:
+        return 0  # skipped by its ExecCondition=: off-site copies are off
     directory = config.state.directory
     part = state.job(state.read(directory), job)
     run_record = completed_run(part, unit, monitor)

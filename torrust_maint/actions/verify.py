@@ -10,6 +10,7 @@ inconclusive, recorded under ``verification_attempt`` only; a signal records not
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -233,12 +234,38 @@ def run(config: Config, docker: Docker, *, target: str | None = None, every: boo
         remove_leftovers(docker, directory)
         sets = select(catalog.list_sets(directory), target, every, scheduled)
         outcomes = [verify_set(s, docker, directory) for s in sets]
+        if scheduled:
+            outcomes += verify_fetched(config, docker)
     if as_json:
         echo(json.dumps([o.to_json() for o in outcomes], indent=2))
     else:
         show(outcomes, echo)
     raise_unless_passed(outcomes)
     return 0
+
+
+def verify_fetched(config: Config, docker: Docker) -> list[Outcome]:
+    """Restore the off-site copy that `offsite check` fetched into the state directory
+    (torrust-offsite-check.service runs before the weekly verify), like any set; record the
+    outcome in the state and remove the copy once it passed (a failed one is kept to look at)."""
+    from torrust_maint import offsite, state
+
+    fetched_directory = config.state.directory / offsite.FETCH_DIRECTORY
+    outcomes = []
+    for fetched in catalog.list_sets(fetched_directory):
+        outcome = verify_set(fetched, docker, config.backup.directory)
+        outcome.set_id = f"{fetched.id} (off-site copy)"
+        outcomes.append(outcome)
+        verdict = {"set_id": fetched.id, "outcome": outcome.result,
+                   "at": catalog.rfc3339(catalog.utc_now()), "problems": outcome.problems}
+        state.update(config.state.directory, functools.partial(_record_offsite, verdict))
+        if outcome.passed:
+            shutil.rmtree(fetched.path, ignore_errors=True)
+    return outcomes
+
+
+def _record_offsite(verdict: dict, data: dict) -> None:
+    data["offsite_verified"] = verdict
 
 
 def show(outcomes: list[Outcome], echo: Callable[[str], None]) -> None:
