@@ -3,7 +3,7 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: help testbed test unit integration test-system test-reliability host-images deb lint-deb demo demo-down bench lint typecheck clean
+.PHONY: help testbed test unit integration test-system test-reliability host-images deb lint-deb demo demo-down bench bench-offsite lint typecheck clean
 
 help:
 	@echo "make demo        a real maintenance window and a restore against a demo deployment"
@@ -76,6 +76,14 @@ demo-down:
 # asserted); results go to build/bench-results.json. Smaller: bench.downtime --help.
 bench: testbed
 	$(PYTHON) -m bench.downtime
+
+# What the off-site upload sends, by measurement (docs/offsite-dedup.md): the set's
+# compressed artifacts against the uncompressed database streamed into restic, 7 days of a
+# tracker-like change pattern, bytes added per day. Needs restic only (no Docker).
+bench-offsite:
+	$(PYTHON) -m bench.offsite_dedup
+	$(PYTHON) -m bench.offsite_dedup --hot-fraction 0.05 --repeats 3 \
+	    --out bench/results/offsite-dedup-hot.json
 
 lint:
 	ruff check torrust_maint tests

@@ -148,6 +148,8 @@ class OffsiteConfig:
     keep_monthly: int = 12
     check_subset: str = "5%"
     options: tuple[str, ...] = ()  # restic -o key=value (on argv: never a secret)
+    limit_upload: int = 0  # KiB/s, 0: no limit (the tracker shares the uplink)
+    limit_download: int = 0
 
     @property
     def configured(self) -> bool:
@@ -505,6 +507,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
         "keep_monthly": (_int_between(0, 100000), False),
         "check_subset": (_data_subset, False),
         "options": (_list_of(_restic_option), False),
+        "limit_upload": (_int_between(0, 999_999), False),
+        "limit_download": (_int_between(0, 999_999), False),
     },
 }
 

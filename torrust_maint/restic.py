@@ -38,17 +38,17 @@ TAG = "torrust-maint"
 SET_TAG_PREFIX = "set:"
 
 # What restic says, in 0.14 (Debian 12) and 0.18 (Debian 13); 0.17+ also has exit codes.
-SIGNS = {
+SIGNS = {  # in this order: an unreachable server also makes "Is there a repository...?"
     "password": ("wrong password or no key found", "an empty password is not a password"),
     "locked": ("repository is already locked", "unable to create lock"),
-    "no-repository": ("is there a repository at the following location",
-                      "repository does not exist", "unable to open config file"),
     "full": ("no space left on device", "insufficient storage", "quota exceeded",
              "507 insufficient"),
     "unreachable": ("connection refused", "no such host", "i/o timeout", "network is unreachable",
-                    "connection reset", "no route to host", "eof", "broken pipe",
-                    "connection closed", "tls handshake", "ssh command exited",
+                    "connection reset", "no route to host", ": eof", "unexpected eof",
+                    "broken pipe", "connection closed", "tls handshake", "ssh command exited",
                     "unable to start the sftp session", "server unexpectedly closed"),
+    "no-repository": ("is there a repository at the following location",
+                      "repository does not exist", "unable to open config file"),
 }
 EXIT_KINDS = {10: "no-repository", 11: "locked", 12: "password", 130: "interrupted"}
 HINTS = {
@@ -209,6 +209,10 @@ class Restic:
 
     def argv(self, args: Sequence[str]) -> list[str]:
         options = [item for option in self.settings.options for item in ("-o", option)]
+        if self.settings.limit_upload:
+            options += ["--limit-upload", str(self.settings.limit_upload)]
+        if self.settings.limit_download:
+            options += ["--limit-download", str(self.settings.limit_download)]
         return [self.binary, *options, *args]
 
     def run(self, args: Sequence[str], *, what: str, timeout: float | None = QUICK_TIMEOUT,

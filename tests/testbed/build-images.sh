@@ -9,6 +9,8 @@ LABEL=org.torrust-maint.content-hash
 BASE_REPO=torrust-maint-test/base
 TRACKER_IMAGE=torrust-maint-test/tracker:latest
 MARIADB_IMAGE=torrust-maint-test/mariadb:latest
+REST_SERVER_IMAGE=torrust-maint-test/rest-server:latest
+SFTP_SERVER_IMAGE=torrust-maint-test/sftp-server:latest
 BASE_PACKAGES=python3,python3-pymysql,ca-certificates
 
 log() { printf 'build-images: %s\n' "$*" >&2; }
@@ -60,5 +62,24 @@ if [[ "$(image_hash "$MARIADB_IMAGE")" != "$mariadb_hash" ]]; then
         "$HERE/images/mariadb" >/dev/null
 fi
 docker tag "$MARIADB_IMAGE" mysql:8.4
+
+# Off-site targets for restic: a REST server (Debian's rclone) and an sftp server (openssh).
+rest_hash=$(printf '%s\n' "$base_hash" | cat - "$HERE/images/rest-server/Dockerfile" \
+    "$HERE/images/rest-server/rest-entrypoint.sh" | sha256sum | cut -c1-16)
+if [[ "$(image_hash "$REST_SERVER_IMAGE")" != "$rest_hash" ]]; then
+    log "building $REST_SERVER_IMAGE (Debian's rclone serve restic)"
+    DOCKER_BUILDKIT=0 docker build --quiet --label "$LABEL=$rest_hash" \
+        --build-arg "BASE_IMAGE=$base_image" -t "$REST_SERVER_IMAGE" \
+        "$HERE/images/rest-server" >/dev/null
+fi
+sftp_hash=$(printf '%s\n' "$base_hash" | cat - "$HERE/images/sftp-server/Dockerfile" \
+    "$HERE/images/sftp-server/sftp-entrypoint.sh" "$HERE/images/sftp-server/sshd-container.conf" \
+    | sha256sum | cut -c1-16)
+if [[ "$(image_hash "$SFTP_SERVER_IMAGE")" != "$sftp_hash" ]]; then
+    log "building $SFTP_SERVER_IMAGE (Debian's openssh-server)"
+    DOCKER_BUILDKIT=0 docker build --quiet --label "$LABEL=$sftp_hash" \
+        --build-arg "BASE_IMAGE=$base_image" -t "$SFTP_SERVER_IMAGE" \
+        "$HERE/images/sftp-server" >/dev/null
+fi
 
 log "ready: $base_image, $TRACKER_IMAGE, $MARIADB_IMAGE (= mysql:8.4)"

@@ -173,7 +173,8 @@ def base_config(hostile: Hostile) -> dict:
                     "environment_file": str(hostile.root / "offsite.env"),
                     "host": "tracker-1", "keep_last": 3, "keep_daily": 14, "keep_weekly": 8,
                     "keep_monthly": 12, "check_subset": "5%",
-                    "options": ["sftp.command=ssh backup@x -s sftp"]},
+                    "options": ["sftp.command=ssh backup@x -s sftp"],
+                    "limit_upload": 0, "limit_download": 0},
     }
 
 
@@ -196,7 +197,7 @@ KINDS = {
     "offsite": {"repository": "repository", "password_file": "file", "environment_file": "file",
                 "host": "hostname", "keep_last": "integer", "keep_daily": "integer",
                 "keep_weekly": "integer", "keep_monthly": "integer", "check_subset": "share",
-                "options": "options"},
+                "options": "options", "limit_upload": "integer", "limit_download": "integer"},
 }
 
 DATES = [Raw("1979-05-27T07:32:00Z"), Raw("1979-05-27"), Raw("07:32:00")]

@@ -7,6 +7,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from torrust_maint import cli, config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,3 +137,41 @@ def test_prerm_stops_every_timer_on_removal():
     stop_line = next(line for line in prerm.splitlines() if "deb-systemd-invoke stop" in line)
     for timer in sorted(p.name for p in SYSTEMD.glob("*.timer")):
         assert timer in stop_line, f"prerm does not stop {timer}"
+
+
+@pytest.mark.parametrize(("name", "command"), [
+    ("torrust-offsite.service", "/usr/bin/torrust-maint offsite upload"),
+    ("torrust-offsite-check.service", "/usr/bin/torrust-maint offsite check"),
+])
+def test_offsite_units_have_the_network_but_no_docker_and_read_only_backups(name, command):
+    service = unit(name)
+    section = service["Service"]
+    assert section["ExecStart"] == command
+    assert section["ExecCondition"] == "/usr/bin/torrust-maint offsite configured"
+    assert section["LoadCredential"] == "offsite-password:/etc/torrust-maint/offsite-password"
+    assert section["SetCredential"].startswith("offsite-password:")
+    assert section["ProtectSystem"] == "strict"
+    assert "ReadWritePaths" not in section  # the backups are read-only here
+    assert "/run/docker.sock" in section["InaccessiblePaths"]
+    assert "IPAddressDeny" not in section
+    assert section["StateDirectory"] == "torrust-maint"
+    assert section["CacheDirectory"] == "torrust-maint"
+    assert section["Environment"] == "TORRUST_MAINT_NOTICES=unit"
+    assert service["Unit"]["OnFailure"] == "torrust-notify@%n.service"
+    installed = (REPO / "debian/torrust-maint.install").read_text()
+    assert f"systemd/{name} lib/systemd/system/" in installed
+    assert name in (REPO / "debian/rules").read_text()
+
+
+def test_the_weekly_verify_pulls_in_the_offsite_check_first():
+    verify = unit("torrust-verify.service")["Unit"]
+    assert "torrust-offsite-check.service" in verify["Wants"]
+    assert "torrust-offsite-check.service" in verify["After"]
+
+
+def test_the_credential_fallback_is_the_text_restic_py_treats_as_missing():
+    from torrust_maint import restic
+
+    for name in ("torrust-offsite.service", "torrust-offsite-check.service"):
+        fallback = unit(name)["Service"]["SetCredential"]
+        assert fallback == f"{restic.CREDENTIAL}:{restic.CREDENTIAL_UNSET}"

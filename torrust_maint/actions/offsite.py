@@ -104,7 +104,16 @@ def upload(config: Config, details: dict[str, Any] | None = None,
         for backup_set in pending:
             uploads[backup_set.id] = upload_set(restic, config, backup_set)
             details["backup_id"] = backup_set.id
-        forgotten = forget(restic, config)
+        try:
+            forgotten = forget(restic, config)
+        except ResticError as error:
+            snapshots = offsite.parse_snapshots(restic.snapshots(host))
+            offsite.write_record(config.state.directory, restic.shown, host, snapshots,
+                                 uploads)
+            details.update(uploaded=len(uploads))
+            raise ResticError(error.kind, f"{len(uploads)} set(s) uploaded, but the off-site "
+                              f"retention was not applied: {error}; the next run applies "
+                              "it") from None
         snapshots = offsite.parse_snapshots(restic.snapshots(host))
         offsite.write_record(config.state.directory, restic.shown, host, snapshots, uploads)
     added = sum(u["data_added"] for u in uploads.values())
