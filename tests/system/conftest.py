@@ -145,6 +145,11 @@ def start_host(name: str, distro: str, deployment_root: Path) -> None:
          "--volume", f"{DIST}:/mnt/dist:ro",
          "--volume", f"{deployment_root}:{deployment_root}",
          HOST_IMAGE.format(distro=distro), "/lib/systemd/systemd"])
+    # Docker's --tmpfs /run is a private mount, where a real host's /run is shared: systemd
+    # prepares a unit's credentials (LoadCredential=) in a mount namespace of its own and
+    # moves them under /run/credentials, which reaches the unit only through a shared /run
+    # (seen in 252 and 257: otherwise the unit starts with an empty credentials directory).
+    run(["docker", "exec", name, "mount", "--make-rshared", "/run"])
 
 
 @pytest.fixture(scope="module", params=DISTROS)
