@@ -214,6 +214,8 @@ def test_offsite_check_fetches_the_newest_set_and_scheduled_verify_restores_it(m
 
 def test_a_lost_deployment_is_rebuilt_from_offsite(make_stack, rest_server, tmp_path):
     tracker = make_stack()
+    with open(tracker.compose_dir / ".env", "a") as env:  # restored with the set: the
+        env.write(f"COMPOSE_PROJECT_NAME={tracker.project}\n")  # stack comes back as itself
     tracker.wait_for_writes(30)
     config = offsite_config(tracker, rest_server.url("drill"))
     ok(run_cli(config, "offsite", "init"))

@@ -345,3 +345,71 @@ def test_list_shows_raw_and_safety_sets_and_an_interrupted_restore(tmp_path, dir
     assert kinds == {backup: ("backup", None),
                      safety: ("safety", {"restore_of": RESTORED, "kind": "safety"}),
                      raw: ("raw", {"restore_of": RESTORED, "kind": "raw"})}
+
+
+def offsite_status(tmp_path: Path, capsys, state: dict | None = None) -> tuple[int, str]:
+    """status with [offsite] set and the given state file (nothing is asked of restic)."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(exist_ok=True)
+    if state is not None:
+        (state_dir / "state.json").write_text(json.dumps({"format": 1, **state}))
+    config = tmp_path / "torrust-maint.toml"
+    config.write_text(f'[deployment]\ncompose_dir = "{tmp_path}"\n\n'
+                      f'[state]\ndirectory = "{state_dir}"\n\n'
+                      f'[backup]\ndirectory = "{tmp_path / "backups"}"\n\n'
+                      '[offsite]\nrepository = "rest:https://u:secret-pw@h:8000/r"\n'
+                      'host = "tracker-a"\n')
+    code = cli.main(["--config", str(config), "status"])
+    return code, capsys.readouterr().out
+
+
+def recorded(*set_ids: str) -> dict:
+    return {"offsite_sets": {"sets": {i: {"snapshot": "ab" * 32, "short_id": "abababab",
+                                          "time": "2026-11-01T03:00:00Z", "host": "tracker-a"}
+                                      for i in set_ids}},
+            "backup": {"last_success": {"finished_at": catalog.rfc3339(catalog.utc_now())}}}
+
+
+def test_offsite_all_well_is_shown_without_the_repository_password(tmp_path, directory,
+                                                                   capsys):
+    newest = make_set(directory, 0.1, "passed")
+    code, out = offsite_status(tmp_path, capsys, recorded(newest))
+    assert code == 0, out
+    assert "off-site: rest:https://u:***@h:8000/r (host tracker-a): 1 set(s) recorded" in out
+    assert f"newest verified set {newest}: off-site" in out
+    assert "secret-pw" not in out
+
+
+def test_a_failed_upload_is_unhealthy(tmp_path, directory, capsys):
+    newest = make_set(directory, 0.1, "passed")
+    state = recorded(newest)
+    state["upload"] = {"consecutive_failures": 2, "last_run": {
+        "outcome": "failure", "error": "the repository cannot be reached", "exit_code": 1}}
+    code, out = offsite_status(tmp_path, capsys, state)
+    assert code == 1
+    assert ("UNHEALTHY: the last off-site upload failed (2 in a row): the repository cannot "
+            "be reached") in out
+
+
+def test_a_verified_set_not_offsite_after_max_age_is_unhealthy(tmp_path, directory, capsys):
+    old = make_set(directory, 2, "passed")  # the upload unit never ran for it
+    code, out = offsite_status(tmp_path, capsys, recorded())
+    assert code == 1
+    assert f"UNHEALTHY: the newest verified set {old} is not off-site 2 d 0 h after" in out
+
+
+def test_a_fresh_set_waiting_for_its_upload_is_no_alarm(tmp_path, directory, capsys):
+    newest = make_set(directory, 0.01, "passed")
+    code, out = offsite_status(tmp_path, capsys, recorded())
+    assert code == 0, out
+    assert f"newest verified set {newest}: NOT off-site yet" in out
+
+
+def test_an_offsite_copy_that_failed_its_restore_check_is_unhealthy(tmp_path, directory,
+                                                                    capsys):
+    newest = make_set(directory, 0.1, "passed")
+    state = recorded(newest)
+    state["offsite_verified"] = {"set_id": newest, "outcome": "failed", "at": "x"}
+    code, out = offsite_status(tmp_path, capsys, state)
+    assert code == 1
+    assert f"UNHEALTHY: the off-site copy of {newest} FAILED its restore check" in out

@@ -49,7 +49,39 @@ def gather(config: Config) -> dict:
         "raw_sets": [s.id for s in sets if s.complete and s.kind == catalog.RAW],
         **runs(config, complete),
         "max_age_seconds": config.status.max_age,
+        "offsite": offsite_status(config, passed),
         "systemd": systemd_units.units(),  # None when systemd cannot be asked
+    }
+
+
+def offsite_status(config: Config, passed: list[catalog.BackupSet]) -> dict | None:
+    """What is off-site, as the state records it (no network): the last upload, the sets
+    uploaded, the newest verified set not off-site yet, the last check of an off-site copy."""
+    if not config.offsite.configured or config.offsite.repository is None:
+        return None
+    from torrust_maint import offsite
+    from torrust_maint.restic import shown_repository
+
+    try:
+        data = state.read(config.state.directory)
+    except state.StateError:
+        data = {}
+    upload = state.job(data, "upload")
+    recorded = offsite.read_record(config.state.directory)
+    backups = [s for s in passed if s.kind == catalog.BACKUP]
+    newest = backups[-1] if backups else None
+    waiting = newest is not None and newest.id not in recorded
+    return {
+        "repository": shown_repository(config.offsite.repository),
+        "host": config.offsite.host,
+        "sets": len(recorded),
+        "last_run": upload.get("last_run"),
+        "consecutive_failures": int(upload.get("consecutive_failures") or 0),
+        "newest_verified": newest.id if newest else None,
+        "newest_verified_offsite": None if newest is None else not waiting,
+        "newest_verified_age_seconds": (age_of(catalog.rfc3339(newest.created_at))
+                                        if newest and newest.created_at else None),
+        "last_check": data.get("offsite_verified"),
     }
 
 
@@ -184,6 +216,28 @@ def problems(data: dict) -> list[str]:
         found.append("a restore was interrupted")
     if data.get("state_error"):
         found.append(data["state_error"])
+    found += offsite_problems(data.get("offsite"), data["max_age_seconds"])
+    return found
+
+
+def offsite_problems(offsite: dict | None, max_age: int) -> list[str]:
+    """The off-site copies are unhealthy: the last upload failed, the newest verified set
+    is not off-site after max_age (an upload unit that never ran), or an off-site copy failed
+    its restore check."""
+    if offsite is None:
+        return []
+    found = []
+    last = offsite.get("last_run") or {}
+    if last.get("outcome") == "failure":
+        found.append(f"the last off-site upload failed ({offsite['consecutive_failures']} in a "
+                     f"row): {last.get('error') or 'exit ' + str(last.get('exit_code'))}")
+    age_seconds = offsite.get("newest_verified_age_seconds")
+    if offsite.get("newest_verified_offsite") is False and (age_seconds or 0) > max_age:
+        found.append(f"the newest verified set {offsite['newest_verified']} is not off-site "
+                     f"{age(age_seconds or 0)} after it was made ([status] max_age)")
+    check = offsite.get("last_check") or {}
+    if check.get("outcome") == "failed":
+        found.append(f"the off-site copy of {check.get('set_id')} FAILED its restore check")
     return found
 
 
@@ -226,11 +280,34 @@ def lines(data: dict) -> list[str]:
     out.append(lock_line(data["lock"]))
     if data["pending_restore"]:
         out.append(f"INTERRUPTED RESTORE: {data['pending_restore']['text']}")
+    out += offsite_lines(data.get("offsite"))
     out += systemd_lines(data.get("systemd"))
     out += [f"UNHEALTHY: {problem}" for problem in data.get("problems", [])]
     out += [f"raw set {set_id}: raw files of a database from before a restore that could not "
             "be exported; never pruned (remove it by hand once you no longer need it)"
             for set_id in data["raw_sets"]]
+    return out
+
+
+def offsite_lines(offsite: dict | None) -> list[str]:
+    """The off-site copies in a few lines (from the state: no network)."""
+    if offsite is None:
+        return ["off-site: off (no [offsite] repository)"]
+    out = [f"off-site: {offsite['repository']} (host {offsite['host']}): "
+           f"{offsite['sets']} set(s) recorded"]
+    last = offsite.get("last_run")
+    if last:
+        out.append(f"last upload: {last.get('outcome')} at {last.get('finished_at') or '-'}"
+                   + (f": {last['error']}" if last.get("error") else ""))
+    else:
+        out.append("last upload: none yet")
+    if offsite.get("newest_verified"):
+        where = "off-site" if offsite["newest_verified_offsite"] else "NOT off-site yet"
+        out.append(f"newest verified set {offsite['newest_verified']}: {where}")
+    check = offsite.get("last_check")
+    if check:
+        out.append(f"last check of an off-site copy: {check.get('set_id')} "
+                   f"{check.get('outcome')} at {check.get('at')}")
     return out
 
 
