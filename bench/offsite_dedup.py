@@ -58,6 +58,7 @@ from typing import BinaryIO, cast
 
 import zstandard
 
+from tests.testbed import standin_tracker
 from torrust_maint import __version__
 from torrust_maint.compress import compressed_writer, copy_stream, open_decompressed, sha256_of
 
@@ -70,16 +71,7 @@ SEED_BATCH = 100_000
 PAGE = 4096
 REGION = 1 << 20
 
-SQLITE_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS whitelist (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " info_hash TEXT NOT NULL UNIQUE)",
-    "CREATE TABLE IF NOT EXISTS torrents (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " info_hash TEXT NOT NULL UNIQUE, completed INTEGER DEFAULT 0 NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS torrent_aggregate_metrics (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " metric_name TEXT NOT NULL UNIQUE, value INTEGER DEFAULT 0 NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS keys (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " key TEXT NOT NULL UNIQUE, valid_until INTEGER)",
-)
+SQLITE_SCHEMA = standin_tracker.SQLITE_SCHEMA  # the stand-in tracker's (Torrust v3) tables
 
 # The tables as the MySQL tracker creates them, in mysqldump's SHOW CREATE TABLE form.
 MYSQL_TABLES = {
