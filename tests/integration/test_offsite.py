@@ -237,6 +237,10 @@ def test_a_lost_deployment_is_rebuilt_from_offsite(make_stack, rest_server, tmp_
 
     listed_offsite = ok(run_cli(config, "list", "--offsite")).stdout
     assert set_id in listed_offsite and " no" in listed_offsite
+    dry = ok(run_cli(config, "restore", "--from-offsite", "latest", "--with-config",
+                     "--dry-run"))
+    assert f"would restore set {set_id} of host tracker-a" in dry.stdout
+    assert not tracker.compose_dir.exists()  # --dry-run fetched and wrote nothing
     started = time.monotonic()
     restored = ok(run_cli(config, "restore", "--from-offsite", "latest", "--with-config",
                           "--yes", timeout=600))
