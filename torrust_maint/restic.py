@@ -51,6 +51,7 @@ SIGNS = {  # in this order: an unreachable server also makes "Is there a reposit
                       "repository does not exist", "unable to open config file"),
 }
 EXIT_KINDS = {10: "no-repository", 11: "locked", 12: "password", 130: "interrupted"}
+INCOMPLETE = 3  # `restic backup`: the snapshot was made, but some files could not be read
 HINTS = {
     "password": "the password does not open the repository ([offsite] password_file, or the "
                 "unit's credential)",
@@ -266,7 +267,16 @@ class Restic:
         args = ["backup", "--json", "--host", host, "--time", time, "--compression", "auto"]
         for tag in tags:
             args += ["--tag", tag]
-        result = self.run([*args, "--", name], what="upload", timeout=None, cwd=directory)
+        result = self.run([*args, "--", name], what="upload", timeout=None, cwd=directory,
+                          ok=(0, INCOMPLETE))
+        if result.returncode == INCOMPLETE:  # a snapshot missing files must not count as one
+            incomplete = summary(result.stdout).get("snapshot_id")
+            if incomplete:
+                self.run(["forget", str(incomplete)], what="forget of an incomplete snapshot")
+            raise ResticError("failed", f"off-site upload ({self.shown}): some files of "
+                              f"{directory / name} could not be read (did the set change "
+                              f"while it was uploaded?): {last_lines(result.stderr)}; the "
+                              f"incomplete snapshot {incomplete} was forgotten")
         return summary(result.stdout)
 
     def forget(self, host: str, keep: dict[str, int]) -> dict[str, Any] | list:

@@ -245,3 +245,15 @@ def test_bandwidth_limits_are_restic_global_flags(password_file):
     client.unlock()
     assert fake.calls[0]["argv"] == ["restic", "--limit-upload", "2048", "--limit-download",
                                      "4096", "unlock"]
+
+
+def test_an_incomplete_snapshot_is_forgotten_and_the_upload_fails(password_file, tmp_path):
+    summary = b'{"message_type":"summary","data_added":1,"snapshot_id":"0b393fe9"}\n'
+    fake = FakeRestic((3, summary, b"error: open 20261126T030000Z/db.zst: no such file\n"),
+                      (0, b"", b""))
+    client = restic.Restic(settings(password_file), environ={}, runner=fake)
+    with pytest.raises(restic.ResticError, match="could not be read .* incomplete snapshot "
+                                                 "0b393fe9 was forgotten"):
+        client.backup(tmp_path, "20261126T030000Z", host="tracker-1",
+                      tags=["torrust-maint"], time="2026-11-26 03:00:00")
+    assert fake.calls[1]["argv"] == ["restic", "forget", "0b393fe9"]
