@@ -467,3 +467,48 @@ def test_the_on_success_instance_names_the_unit_without_its_suffix(tmp_path, sta
     assert report.unit_name("torrust-backup", {"MONITOR_UNIT": BACKUP_UNIT}) == BACKUP_UNIT
     assert report.unit_name(BACKUP_UNIT, {}) == BACKUP_UNIT
     assert report.job_of(report.unit_name("torrust-verify", {})) == "verify"
+
+
+@pytest.mark.parametrize(("unit", "job"), [
+    ("torrust-backup.service", "backup"),
+    ("torrust-verify.service", "verify"),
+    ("torrust-offsite.service", "upload"),
+    ("torrust-offsite-check.service", "offsite-check"),
+])
+def test_each_unit_reports_as_its_job(unit, job):
+    assert report.job_of(unit) == job
+
+
+def test_an_upload_failure_notice_says_off_site_upload():
+    part = {"consecutive_failures": 1, "last_run": {
+        "outcome": "failure", "error": "off-site upload (rest:http://u:***@h/r): the "
+        "repository cannot be reached", "exit_code": 1, "started_at": "2026-11-26T03:05:00Z"}}
+    notice = notifications.compose("upload", part, "failure", deployment="/opt/torrust")
+    assert notice.title.startswith("torrust-maint: off-site upload FAILED on ")
+    assert "error: off-site upload (rest:http://u:***@h/r): the repository cannot be reached" \
+        in notice.body
+
+
+def test_the_offsite_units_report_nothing_where_offsite_copies_are_off(tmp_path, state_dir,
+                                                                       sent):
+    """torrust-offsite.service skipped by its ExecCondition= (no [offsite]): no record,
+    no notice, no failure record."""
+    config_path = write_config(tmp_path, state_dir)
+    for unit in ("torrust-offsite.service", "torrust-offsite-check.service"):
+        assert report.run(unit.removesuffix(".service"), monitor_env(
+            config_path, "cafe0001", "success", "exited", "0", unit=unit)) == 0
+    assert sent == []
+    assert not (state_dir / state.STATE_NAME).exists()
+
+
+def test_a_killed_upload_is_completed_and_notified_as_an_off_site_upload(tmp_path, state_dir,
+                                                                        sent):
+    config_path = write_config(tmp_path, state_dir,
+                               backup_extra='\n[offsite]\nrepository = "/srv/restic"\n')
+    state.record_start(state_dir, "upload", "beef0043")  # then SIGKILL
+    assert report.run("torrust-offsite.service", killed(config_path, "beef0043") | {
+        "MONITOR_UNIT": "torrust-offsite.service"}) == 0
+    assert events(sent) == ["failure"]
+    upload = state.job(state.read(state_dir), "upload")
+    assert upload["last_run"]["outcome"] == "failure"
+    assert "torrust-offsite.service was killed by a signal" in upload["last_run"]["error"]
