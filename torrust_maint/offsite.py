@@ -97,9 +97,7 @@ def write_record(directory: Path, shown_repository: str, host: str,
     this run's uploads (bytes added, seconds) are added to their sets."""
 
     def change(data: dict[str, Any]) -> None:
-        old = data.get(RECORD_KEY)
-        old_sets = old.get("sets") if isinstance(old, dict) else None
-        old_sets = old_sets if isinstance(old_sets, dict) else {}
+        old_sets = recorded_sets(data)
         sets = {}
         for snapshot in snapshots:
             entry = snapshot.to_json()
@@ -114,12 +112,28 @@ def write_record(directory: Path, shown_repository: str, host: str,
     state.update(directory, change)
 
 
+def add_to_record(directory: Path, snapshot: Snapshot) -> None:
+    """Record one set as off-site (a set fetched from the repository), keeping the rest."""
+
+    def change(data: dict[str, Any]) -> None:
+        record = data.get(RECORD_KEY)
+        data[RECORD_KEY] = dict(record if isinstance(record, dict) else {},
+                                sets={**recorded_sets(data), snapshot.set_id: snapshot.to_json()})
+
+    state.update(directory, change)
+
+
 def read_record(directory: Path) -> dict[str, Any]:
     """The recorded off-site sets by id ({} when none, or the state cannot be read)."""
     try:
         data = state.read(directory)
     except OSError:
         return {}
+    return recorded_sets(data)
+
+
+def recorded_sets(data: dict[str, Any]) -> dict[str, Any]:
+    """The off-site sets of a state (by id); {} where there is no usable record."""
     record = data.get(RECORD_KEY)
     sets = record.get("sets") if isinstance(record, dict) else None
     return sets if isinstance(sets, dict) else {}

@@ -104,18 +104,18 @@ def upload(config: Config, details: dict[str, Any] | None = None,
         for backup_set in pending:
             uploads[backup_set.id] = upload_set(restic, config, backup_set)
             details["backup_id"] = backup_set.id
+        retention_error: ResticError | None = None
         try:
             forgotten = forget(restic, config)
-        except ResticError as error:
-            snapshots = offsite.parse_snapshots(restic.snapshots(host))
-            offsite.write_record(config.state.directory, restic.shown, host, snapshots,
-                                 uploads)
-            details.update(uploaded=len(uploads))
-            raise ResticError(error.kind, f"{len(uploads)} set(s) uploaded, but the off-site "
-                              f"retention was not applied: {error}; the next run applies "
-                              "it") from None
+        except ResticError as error:  # the uploads are done: record them, then say so
+            retention_error, forgotten = error, 0
         snapshots = offsite.parse_snapshots(restic.snapshots(host))
         offsite.write_record(config.state.directory, restic.shown, host, snapshots, uploads)
+    if retention_error is not None:
+        details.update(uploaded=len(uploads))
+        raise ResticError(retention_error.kind, f"{len(uploads)} set(s) uploaded, but the "
+                          f"off-site retention was not applied: {retention_error}; the next "
+                          "run applies it")
     added = sum(u["data_added"] for u in uploads.values())
     details.update(uploaded=len(uploads), bytes_added=added)
     echo(f"off-site ({restic.shown}, host {host}): {len(uploads)} set(s) uploaded, "

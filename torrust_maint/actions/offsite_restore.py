@@ -62,7 +62,7 @@ def run(config: Config, docker: Docker, set_id: str | None, *, assume_yes: bool 
         echo(f"fetched set {snapshot.set_id} from {restic.shown}; its checksums match")
     else:
         echo(f"set {snapshot.set_id} is here already; it is not fetched again")
-    record_fetched(config, restic.shown, snapshot)
+    record_fetched(config, snapshot)
     if with_config:
         written = seed_config(local, config.deployment.compose_dir, assume_yes)
         if written:
@@ -72,18 +72,10 @@ def run(config: Config, docker: Docker, set_id: str | None, *, assume_yes: bool 
                               with_config=with_config, no_start=no_start, echo=echo, ask=ask)
 
 
-def record_fetched(config: Config, shown: str, snapshot: offsite.Snapshot) -> None:
+def record_fetched(config: Config, snapshot: offsite.Snapshot) -> None:
     """Note the set as off-site in this host's state (`list` marks it)."""
-    recorded = offsite.read_record(config.state.directory)
-    snapshots = [offsite.Snapshot(str(entry.get("snapshot")), str(entry.get("short_id")),
-                                  offsite.parse_time(str(entry.get("time"))),
-                                  str(entry.get("host")), set_id)
-                 for set_id, entry in recorded.items()
-                 if isinstance(entry, dict) and set_id != snapshot.set_id
-                 and isinstance(entry.get("time"), str)]
     try:
-        offsite.write_record(config.state.directory, shown, config.offsite.host,
-                             sorted([*snapshots, snapshot], key=lambda s: s.time), {})
+        offsite.add_to_record(config.state.directory, snapshot)
     except OSError as error:
         log.warning("the off-site record is not updated: %s", error)
 
