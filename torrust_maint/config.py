@@ -24,7 +24,7 @@ DEFAULT_CONFIG_PATHS = (
     "storage/grafana/provisioning",
 )
 COMPRESSIONS = ("zstd", "gzip")
-DRIVERS = ("sqlite3", "mysql")
+DRIVERS = ("sqlite3", "mysql", "postgresql")
 MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few kilobytes; never read /dev/zero whole
 PATH_MAX = 4096  # bytes, as Linux counts them
 NAME_MAX = 255  # bytes of one path component
@@ -41,7 +41,7 @@ class DeploymentConfig:
     tracker_services: tuple[str, ...] = ("tracker",)
     database_driver: str | None = None
     sqlite_path: str | None = None
-    database_service: str = "mysql"
+    database_service: str | None = None  # None: "mysql" or "postgres", by driver
     stop_timeout: int = 10
     start_timeout: int = 120
     snapshot_timeout: int = 15
@@ -655,9 +655,10 @@ def _cross_checks(sections: dict[str, dict[str, Any]], path: Path) -> list[str]:
         sections["backup"],
         sections["retention"],
     )
-    if "sqlite_path" in deployment and deployment.get("database_driver") == "mysql":
+    driver = deployment.get("database_driver")
+    if "sqlite_path" in deployment and driver not in (None, "sqlite3"):
         problems.append(
-            f"{path}: [deployment] sqlite_path: set, but database_driver is \"mysql\""
+            f"{path}: [deployment] sqlite_path: set, but database_driver is \"{driver}\""
         )
     if retention and not any(retention.get(key, 1) for key in SCHEMA["retention"]):
         problems.append(

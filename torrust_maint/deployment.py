@@ -17,6 +17,12 @@ from torrust_maint.errors import ConfigError, DatabaseNotReady, MaintError
 ENV_TOML_PATH = "TORRUST_TRACKER_CONFIG_TOML_PATH"
 ENV_DRIVER = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER"
 ENV_DB_PATH = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH"
+ENV_DB_PREFIX = "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__"
+# The tracker's planned config schema 3: separate keys instead of a connection URL.
+SCHEMA3_KEYS = ("host", "port", "user", "password", "database")
+DEFAULT_SERVICES = {"mysql": "mysql", "postgresql": "postgres"}
+URL_SCHEMES = {"mysql": ("mysql",), "postgresql": ("postgresql", "postgres")}
+DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 DEFAULT_TOML_HOST_PATH = "storage/tracker/etc/tracker.toml"
 
 
@@ -53,13 +59,35 @@ class MysqlDatabase:
 
 
 @dataclass(frozen=True)
+class PostgresqlDatabase:
+    """The tracker's PostgreSQL database: its container, address and credentials."""
+
+    container: Container
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+    credentials_origin: str = ""
+
+    driver = "postgresql"
+
+    def describe(self) -> str:
+        return (f"postgresql database {self.database!r} as user {self.user!r} in container "
+                f"{self.container.name} ({self.host}:{self.port})")
+
+
+ServerDatabase = MysqlDatabase | PostgresqlDatabase
+
+
+@dataclass(frozen=True)
 class Deployment:
     """One tracker stack: where it lives, its tracker containers and its database."""
 
     compose_dir: Path
     env: dict[str, str]
     trackers: tuple[Container, ...]
-    database: SqliteDatabase | MysqlDatabase
+    database: SqliteDatabase | MysqlDatabase | PostgresqlDatabase
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -89,9 +117,10 @@ def parse_env_file(text: str, origin: str) -> dict[str, str]:
         if not sep or not key or not key.replace("_", "").isalnum():
             raise ConfigError(f"{origin}:{number}: not a KEY=value line")
         raw = raw.strip()
-        if raw[:1] in ("'", '"'):
-            quote = raw[0]
-            end = raw.find(quote, 1)
+        if raw[:1] == '"':
+            value = _double_quoted(raw, f"{origin}:{number}: {key}")
+        elif raw[:1] == "'":
+            end = raw.find("'", 1)
             if end == -1:
                 raise ConfigError(f"{origin}:{number}: {key}: unterminated quote")
             value = raw[1:end]
@@ -99,6 +128,28 @@ def parse_env_file(text: str, origin: str) -> dict[str, str]:
             value = raw.split(" #", 1)[0].strip()
         values[key] = value
     return values
+
+
+DOUBLE_QUOTE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$"}
+
+
+def _double_quoted(raw: str, where: str) -> str:
+    """A double-quoted .env value as compose reads it: backslash escapes (\\n, \\", \\\\,
+    \\$ ...) decoded, up to the closing quote."""
+    value: list[str] = []
+    index = 1
+    while index < len(raw):
+        char = raw[index]
+        if char == '"':
+            return "".join(value)
+        if char == "\\" and index + 1 < len(raw):
+            following = raw[index + 1]
+            value.append(DOUBLE_QUOTE_ESCAPES.get(following, "\\" + following))
+            index += 2
+            continue
+        value.append(char)
+        index += 1
+    raise ConfigError(f"{where}: unterminated quote")
 
 
 def read_env_file(compose_dir: Path) -> dict[str, str]:
@@ -213,22 +264,34 @@ def discover(settings: DeploymentConfig, docker: Docker) -> Deployment:
             f"or {compose_dir / '.env'}, and {toml_origin} has no [core.database] driver; "
             "set [deployment] database_driver"
         )
+    database: SqliteDatabase | MysqlDatabase | PostgresqlDatabase
     if driver == "mysql":
-        database: SqliteDatabase | MysqlDatabase = _mysql_database(
-            settings, containers, tracker, sources, env, compose_dir)
+        credentials, origin = _mysql_credentials(sources, env, compose_dir)
+        database = _server_database(MysqlDatabase, settings, containers, tracker, credentials,
+                                    origin, compose_dir)
+    elif driver == "postgresql":
+        credentials, origin = _postgresql_credentials(sources, toml_source, toml_origin)
+        database = _server_database(PostgresqlDatabase, settings, containers, tracker,
+                                    credentials, origin, compose_dir)
     elif driver == "sqlite3":
         database = _sqlite_database(settings, trackers, sources, toml_source)
     else:
         raise ConfigError(f"database driver {driver!r} is not supported "
-                          "(supported: sqlite3, mysql)")
+                          "(supported: sqlite3, mysql, postgresql)")
     return Deployment(compose_dir=compose_dir, env=env, trackers=tuple(trackers),
                       database=database)
 
 
 def parse_mysql_dsn(dsn: str, origin: str) -> dict[str, str | int]:
-    """user, password, host, port and database of a ``mysql://`` DSN (percent-decoded), split
-    as the tracker's URL parser splits it; what it would not read the same way is refused.
-    Errors never show the DSN: it holds the password."""
+    """user, password, host, port and database of a ``mysql://`` DSN (percent-decoded)."""
+    return parse_database_url(dsn, origin, "mysql")
+
+
+def parse_database_url(dsn: str, origin: str, driver: str) -> dict[str, str | int]:
+    """user, password, host, port and database of the driver's connection URL
+    (``mysql://``, ``postgresql://``; percent-decoded), split as the tracker's URL parser
+    splits it; what it would not read the same way is refused. Errors never show the URL: it
+    holds the password."""
     userinfo, rest, tail = _split_userinfo(dsn)
     _refuse_unreadable_dsn(dsn, tail, origin)
     try:
@@ -237,14 +300,16 @@ def parse_mysql_dsn(dsn: str, origin: str) -> dict[str, str | int]:
         raise ConfigError(f"{origin}: {ENV_DB_PATH} has an invalid host") from None
     user, _, password = (userinfo or "").partition(":")
     problems = []
-    if parts.scheme != "mysql":
-        problems.append("does not start with mysql://")
+    schemes = URL_SCHEMES[driver]
+    default_port = DEFAULT_PORTS[driver]
+    if parts.scheme not in schemes:
+        problems.append(f"does not start with {schemes[0]}://")
     try:
-        port = parts.port or 3306
+        port = parts.port or default_port
     except ValueError:
         problems.append("has an invalid port")
-        port = 3306
-    database = urllib.parse.unquote(parts.path.lstrip("/"))
+        port = default_port
+    database = _dsn_decode(parts.path.lstrip("/"), origin)
     if not user:
         problems.append("has no user")
     if not database:
@@ -280,15 +345,17 @@ def _refuse_unreadable_dsn(dsn: str, tail: str, origin: str) -> None:
 
 
 def _dsn_decode(value: str, origin: str) -> str:
-    """A percent-decoded user or password; refused when it is not UTF-8 or holds a NUL."""
+    """A percent-decoded user, password or database; refused when it is not UTF-8 or holds a
+    NUL."""
     try:
         decoded = urllib.parse.unquote(value, errors="strict")
     except UnicodeDecodeError:
-        raise ConfigError(f"{origin}: {ENV_DB_PATH}: the user or password is not UTF-8 once "
-                          "percent-decoded") from None
+        raise ConfigError(f"{origin}: {ENV_DB_PATH}: the user, password or database is not "
+                          "UTF-8 once percent-decoded") from None
     if "\0" in decoded:
-        raise ConfigError(f"{origin}: {ENV_DB_PATH}: the user or password holds a NUL (%00), "
-                          "which MySQL's client tools cannot take")
+        raise ConfigError(f"{origin}: {ENV_DB_PATH}: the user, password or database holds a "
+                          "NUL (%00), "
+                          "which the database's client tools cannot take")
     return decoded
 
 
@@ -307,11 +374,47 @@ def _mysql_credentials(sources, env: dict[str, str], compose_dir: Path) -> tuple
              "database": env["MYSQL_DATABASE"]}, env_origin)
 
 
-def _mysql_database(settings: DeploymentConfig, containers: list[Container],
-                    tracker: Container, sources, env: dict[str, str],
-                    compose_dir: Path) -> MysqlDatabase:
-    credentials, origin = _mysql_credentials(sources, env, compose_dir)
-    service = settings.database_service
+def _postgresql_credentials(sources, toml_source, toml_origin: str) -> tuple[dict, str]:
+    """The connection of a PostgreSQL tracker: its ``postgresql://`` URL (the override, then
+    tracker.toml's `path`), else the separate keys of config schema 3 (`host`, `port`,
+    `user`, `password`, `database`; overrides first)."""
+    url, origin = _setting(ENV_DB_PATH, sources)
+    if url is None:
+        url, origin = _setting("path", toml_source)
+    if url is not None:
+        return parse_database_url(url, origin, "postgresql"), origin
+    found: dict[str, str] = {}
+    origins: set[str] = set()
+    for key in SCHEMA3_KEYS:
+        value, where = _setting(ENV_DB_PREFIX + key.upper(), sources)
+        if value is None:
+            value, where = _setting(key, toml_source)
+        if value is not None:
+            found[key] = value
+            origins.add(where)
+    missing = [key for key in ("user", "password", "database") if key not in found]
+    if missing:
+        raise ConfigError(
+            f"cannot find the PostgreSQL connection: no {ENV_DB_PATH} URL in the tracker "
+            f"container or .env, no [core.database] path in {toml_origin}, and no "
+            f"{', '.join(missing)} key (config schema 3) there either")
+    try:
+        port = int(found.get("port", DEFAULT_PORTS["postgresql"]))
+    except ValueError:
+        raise ConfigError(f"{' and '.join(sorted(origins))}: the PostgreSQL port "
+                          f"{found['port']!r} is not a number") from None
+    return ({"user": found["user"], "password": found["password"], "port": port,
+             "database": found["database"], "host": found.get("host", "")},
+            " and ".join(sorted(origins)))
+
+
+def _server_database(kind: type[MysqlDatabase] | type[PostgresqlDatabase],
+                     settings: DeploymentConfig, containers: list[Container],
+                     tracker: Container, credentials: dict, origin: str,
+                     compose_dir: Path) -> MysqlDatabase | PostgresqlDatabase:
+    """The database server's container, found by compose service, reached at its address on
+    a network it shares with the tracker."""
+    service = settings.database_service or DEFAULT_SERVICES[kind.driver]
     matches = [c for c in containers if c.service == service]
     if not matches:
         seen = sorted({c.service for c in containers})
@@ -332,10 +435,10 @@ def _mysql_database(settings: DeploymentConfig, containers: list[Container],
         state = "not running" if not container.running else "on no Docker network"
         raise MaintError(f"{where} is {state} ({container.status}): start it; "
                          "nothing was done")
-    return MysqlDatabase(container=container, host=container.networks[networks[0]],
-                         port=int(credentials["port"]), database=str(credentials["database"]),
-                         user=str(credentials["user"]), password=str(credentials["password"]),
-                         credentials_origin=origin)
+    return kind(container=container, host=container.networks[networks[0]],
+                port=int(credentials["port"]), database=str(credentials["database"]),
+                user=str(credentials["user"]), password=str(credentials["password"]),
+                credentials_origin=origin)
 
 
 def _sqlite_database(settings: DeploymentConfig, trackers: list[Container],

@@ -209,9 +209,14 @@ class Docker:
         """Start (stopped) containers."""
         self._change(["start", *ids], timeout=120)
 
-    def exec_output(self, container_id: str, argv: list[str], timeout: float = 60) -> bytes:
-        """Run a read-only command in a running container and return its output."""
-        return self._run(["exec", container_id, *argv], timeout=timeout)
+    def exec_output(self, container_id: str, argv: list[str], timeout: float | None = 60,
+                    env: dict[str, str] | None = None) -> bytes:
+        """Run a read-only command in a running container and return its output. `env`
+        reaches it from our environment (``--env NAME``), never from the command line."""
+        if env is None:
+            return self._run(["exec", container_id, *argv], timeout=timeout)
+        return self._run(["exec", *inherited(env), container_id, *argv], timeout=timeout,
+                         env={**os.environ, **env})
 
     def copy_file_into(self, container_id: str, directory: str, name: str, data: bytes) -> None:
         """Put one file (mode 0600) into a container through a tar on stdin: no argv secrets."""
@@ -225,8 +230,7 @@ class Docker:
     def run_detached(self, argv: list[str], secret_env: dict[str, str]) -> str:
         """`docker run --detach`; secret_env values reach the container from our environment
         (``--env NAME`` without a value), never from the command line."""
-        names = [arg for name in secret_env for arg in ("--env", name)]
-        out = self._run(["run", "--detach", *names, *argv], timeout=300,
+        out = self._run(["run", "--detach", *inherited(secret_env), *argv], timeout=300,
                         env={**os.environ, **secret_env})
         return out.decode().strip()
 
@@ -234,18 +238,28 @@ class Docker:
         """Remove a container and its anonymous volumes, whatever its state."""
         self._run(["rm", "--force", "--volumes", container])
 
-    def exec_stream(self, container_id: str, argv: list[str]) -> subprocess.Popen:
+    def exec_stream(self, container_id: str, argv: list[str],
+                    env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a command in a container with stdin, stdout and stderr as pipes.
 
-        Secrets go through stdin, never argv: argv is visible in `ps` on the host.
+        Secrets go through stdin or `env` (inherited by name), never argv: argv is visible in
+        `ps` on the host.
         """
-        command = [self.binary, "exec", "--interactive", container_id, *argv]
+        names = inherited(env or {})
+        command = [self.binary, "exec", "--interactive", *names, container_id, *argv]
         log.debug("starting: %s", " ".join(command))
         try:
             return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+                                    stderr=subprocess.PIPE,
+                                    env={**os.environ, **env} if env else None)
         except FileNotFoundError:
             raise DockerError(f"{self.binary}: command not found") from None
+
+
+def inherited(env: dict[str, str]) -> list[str]:
+    """``--env NAME`` for each variable: docker takes its value from the CLI's environment,
+    so no value is ever on a command line."""
+    return [arg for name in env for arg in ("--env", name)]
 
 
 def _run_with(argv: list[str], timeout: float | None, stdin: bytes | None,

@@ -58,6 +58,10 @@ def clear(directory: Path) -> None:
     catalog.fsync_directory(directory)
 
 
+# Drivers whose restore swaps tables (or a schema) in the server, atomically.
+TABLE_SWAP_DRIVERS = ("mysql", "postgresql")
+
+
 def file_swaps(record: dict) -> list[FileSwap]:
     """The file swaps of a record: the SQLite database first, then config files."""
     return [FileSwap.from_json(item) for item in record.get("files", [])]
@@ -72,7 +76,7 @@ def roll_back(directory: Path, *, tables_not_swapped: bool = False) -> bool:
     record = read(directory)
     if record is None or record.get("phase") != SWAPPING:
         return False
-    if record.get("driver") == "mysql" and not tables_not_swapped:
+    if record.get("driver") in TABLE_SWAP_DRIVERS and not tables_not_swapped:
         return False
     for swap in reversed(file_swaps(record)):
         swap.undo()
@@ -88,7 +92,8 @@ def describe(record: dict) -> str:
     if record.get("phase") == "unreadable":
         return f"restore record unreadable ({record.get('error')}): inspect it by hand"
     where = [str(path) for swap in file_swaps(record) for path in swap.aside_paths()]
-    tables = record.get("mysql", {}).get("old_tables", [])
+    driver = record.get("driver")
+    tables = record.get(driver, {}).get("old_tables", []) if driver in TABLE_SWAP_DRIVERS else []
     if record.get("phase") == SWAPPED:
         held = ", ".join(where + [f"table {t}" for t in tables]) or "nowhere (lost?)"
         safety = record.get("safety_set")

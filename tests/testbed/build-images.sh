@@ -11,7 +11,8 @@ TRACKER_IMAGE=torrust-maint-test/tracker:latest
 MARIADB_IMAGE=torrust-maint-test/mariadb:latest
 REST_SERVER_IMAGE=torrust-maint-test/rest-server:latest
 SFTP_SERVER_IMAGE=torrust-maint-test/sftp-server:latest
-BASE_PACKAGES=python3,python3-pymysql,ca-certificates
+POSTGRES_REPO=torrust-maint-test/postgres
+BASE_PACKAGES=python3,python3-pymysql,python3-psycopg,ca-certificates
 
 log() { printf 'build-images: %s\n' "$*" >&2; }
 
@@ -21,12 +22,12 @@ image_hash() {
     docker image inspect --format "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true
 }
 
-# A minimal Debian 12 root filesystem with python3, imported as an image.
+# A minimal Debian root filesystem of one suite with python3, imported as an image.
 build_base() {
-    local hash=$1 image=$2 rootfs
+    local suite=$1 hash=$2 image=$3 rootfs
     rootfs=$(mktemp -d)
-    log "debootstrap bookworm ($BASE_PACKAGES) -> $image"
-    debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$rootfs" \
+    log "debootstrap $suite ($BASE_PACKAGES) -> $image"
+    debootstrap --variant=minbase --include="$BASE_PACKAGES" "$suite" "$rootfs" \
         http://deb.debian.org/debian >"$rootfs.log" 2>&1 || {
         tail -n 30 "$rootfs.log" >&2
         exit 1
@@ -38,11 +39,31 @@ build_base() {
 
 # Bump BASE_RECIPE when build_base changes.
 BASE_RECIPE=1
-base_hash=$(printf 'bookworm %s %s\n' "$BASE_PACKAGES" "$BASE_RECIPE" | sha256sum | cut -c1-16)
+
+base_recipe_hash() {
+    printf '%s %s %s\n' "$1" "$BASE_PACKAGES" "$BASE_RECIPE" | sha256sum | cut -c1-16
+}
+
+ensure_base() {
+    local suite=$1 hash=$2 image=$3
+    if [[ "$(image_hash "$image")" != "$hash" ]]; then
+        build_base "$suite" "$hash" "$image"
+    fi
+}
+
+# Debian 12 is the base of every image but postgres:17's, which is Debian 13's (as upstream's).
+base_hash=$(base_recipe_hash bookworm)
 base_image="$BASE_REPO:$base_hash"
-if [[ "$(image_hash "$base_image")" != "$base_hash" ]]; then
-    build_base "$base_hash" "$base_image"
-fi
+trixie_hash=$(base_recipe_hash trixie)
+trixie_image="$BASE_REPO:$trixie_hash"
+ensure_base bookworm "$base_hash" "$base_image" &
+bookworm_pid=$!
+ensure_base trixie "$trixie_hash" "$trixie_image" &
+trixie_pid=$!
+status=0
+wait "$bookworm_pid" || status=1
+wait "$trixie_pid" || status=1
+((status == 0)) || exit 1
 
 tracker_hash=$(printf '%s\n' "$base_hash" | cat - "$HERE/images/tracker/Dockerfile" \
     "$HERE/standin_tracker.py" | sha256sum | cut -c1-16)
@@ -82,4 +103,22 @@ if [[ "$(image_hash "$SFTP_SERVER_IMAGE")" != "$sftp_hash" ]]; then
         "$HERE/images/sftp-server" >/dev/null
 fi
 
-log "ready: $base_image, $TRACKER_IMAGE, $MARIADB_IMAGE (= mysql:8.4)"
+# PostgreSQL from Debian, standing in for the official postgres image (tagged as such too):
+# 15 from Debian 12, 17 from Debian 13 (the deployer's compose file uses postgres:17).
+build_postgres() {
+    local major=$1 from_hash=$2 from_image=$3 image="$POSTGRES_REPO:$1" hash
+    hash=$(printf '%s %s\n' "$from_hash" "$major" | cat - "$HERE/images/postgres/Dockerfile" \
+        "$HERE/images/postgres/postgres-entrypoint.sh" | sha256sum | cut -c1-16)
+    if [[ "$(image_hash "$image")" != "$hash" ]]; then
+        log "building $image (Debian's postgresql-$major)"
+        DOCKER_BUILDKIT=0 docker build --quiet --label "$LABEL=$hash" \
+            --build-arg "BASE_IMAGE=$from_image" --build-arg "PG_MAJOR=$major" \
+            -t "$image" "$HERE/images/postgres" >/dev/null
+    fi
+    docker tag "$image" "postgres:$major"
+}
+build_postgres 15 "$base_hash" "$base_image"
+build_postgres 17 "$trixie_hash" "$trixie_image"
+
+log "ready: $base_image, $trixie_image, $TRACKER_IMAGE, $MARIADB_IMAGE (= mysql:8.4)," \
+    "$POSTGRES_REPO:15 (= postgres:15), $POSTGRES_REPO:17 (= postgres:17)"

@@ -6,7 +6,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
     docker.io sqlite3 zstd gzip debootstrap tar xfsprogs
-    python3 python3-pytest python3-systemd python3-pymysql python3-sdnotify
+    python3 python3-pytest python3-systemd python3-pymysql python3-psycopg python3-sdnotify
     python3-zstandard mypy
     # issue 10: notifications, systemd over D-Bus, progress bars; test receivers
     apprise python3-pystemd python3-tqdm python3-aiosmtpd

@@ -91,8 +91,60 @@ networks:
   database_network: {{}}
 """
 
+COMPOSE_POSTGRES = """\
+# Shaped like the Torrust tracker's PostgreSQL e2e setup (tracker + postgres services).
+services:
+  tracker:
+    image: {image}
+    container_name: {container_name}
+    tty: true
+    restart: unless-stopped
+    environment:
+      - TORRUST_TRACKER_CONFIG_TOML_PATH=${{TORRUST_TRACKER_CONFIG_TOML_PATH}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER=${{TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH=${{TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH}}
+      - TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN=${{TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN}}
+      - STANDIN_IGNORE_SIGTERM=${{STANDIN_IGNORE_SIGTERM:-0}}
+      - STANDIN_INTERVAL_MS=${{STANDIN_INTERVAL_MS:-5}}
+    networks:
+      - database_network
+    volumes:
+      - ./storage/tracker/lib:/var/lib/torrust/tracker:Z
+      - ./storage/tracker/log:/var/log/torrust/tracker:Z
+      - ./storage/tracker/etc:/etc/torrust/tracker:Z
+    depends_on:
+      postgres:
+        condition: service_healthy
+
+  postgres:
+    image: postgres:{postgres_version}
+    container_name: {postgres_container_name}
+    restart: unless-stopped
+    environment:
+      - POSTGRES_DB=torrust_tracker
+      - POSTGRES_USER=${{POSTGRES_USER}}
+      - POSTGRES_PASSWORD=${{POSTGRES_PASSWORD}}
+    networks:
+      - database_network
+    volumes:
+      - ./storage/postgres/data:/var/lib/postgresql/data
+    healthcheck:
+      test: ["CMD", "pg_isready", "-U", "{postgres_user}", "-d", "torrust_tracker"]
+      interval: 1s
+      timeout: 5s
+      retries: 60
+      start_period: 60s
+
+networks:
+  database_network: {{}}
+"""
+
 # Awkward on purpose: a double quote (option files) and URL-reserved characters (the DSN).
 MYSQL_USER_PASSWORD = 'tr@ck:er/p%ss"w0rd#1'
+
+POSTGRES_USER = "torrust"
+# Both quote kinds (so .env needs escapes), `$` (compose interpolation), URL-reserved characters.
+POSTGRES_USER_PASSWORD = 'tr@ck:er/p%ss"w0rd#1\'$pg'
 
 
 TRACKER_TOML = """\
@@ -115,10 +167,12 @@ path = "{db_path}"
 
 
 def env_quote(value: str) -> str:
-    """Quote a .env value as compose reads it: single quotes, or double with escapes."""
+    """Quote a .env value as compose reads it: single quotes, or double with escapes (`\\`,
+    `"`, and `$`, which compose would interpolate in double quotes)."""
     if "'" not in value:
         return f"'{value}'"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
 
 
 def compose(directory: Path, *args: str, check: bool = True,
@@ -142,12 +196,15 @@ class TrackerStack:
 
     def __init__(self, compose_dir: Path, container_name: str, *, journal_mode: str = "delete",
                  wal_autocheckpoint: int = 1000, ignore_sigterm: bool = False,
-                 interval_ms: int = 5, driver: str = "sqlite3", user: str | None = None):
+                 interval_ms: int = 5, driver: str = "sqlite3", user: str | None = None,
+                 postgres_version: int = 17):
         self.compose_dir = compose_dir
         self.container_name = container_name
         self.driver = driver
         self.user = user  # "uid:gid" to run the tracker as, like the real image's torrust user
         self.mysql_container_name = f"{container_name}-mysql"
+        self.postgres_container_name = f"{container_name}-postgres"
+        self.postgres_version = postgres_version
         self.project = re.sub(r"[^a-z0-9_-]", "-", container_name.lower())
         self.settings = {
             "STANDIN_JOURNAL_MODE": journal_mode,
@@ -187,6 +244,8 @@ class TrackerStack:
             compose_file = COMPOSE_MYSQL.format(image=TRACKER_IMAGE,
                                                 container_name=self.container_name,
                                                 mysql_container_name=self.mysql_container_name)
+        elif self.driver == "postgresql":
+            compose_file = self._create_postgres(env)
         else:
             compose_file = COMPOSE_SQLITE.format(image=TRACKER_IMAGE,
                                                  container_name=self.container_name)
@@ -206,13 +265,29 @@ class TrackerStack:
         (root / "storage/grafana/provisioning/datasources/prometheus.yml").write_text(
             "apiVersion: 1\n")
 
+    def _create_postgres(self, env: dict[str, str]) -> str:
+        """The postgres variant's data directory, .env entries and compose file."""
+        (self.compose_dir / "storage/postgres/data").mkdir(parents=True, exist_ok=True)
+        quoted = urllib.parse.quote(POSTGRES_USER_PASSWORD, safe="")
+        env.update({
+            "POSTGRES_USER": POSTGRES_USER,
+            "POSTGRES_PASSWORD": POSTGRES_USER_PASSWORD,
+            "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__PATH":
+                f"postgresql://{POSTGRES_USER}:{quoted}@postgres:5432/torrust_tracker",
+        })
+        return COMPOSE_POSTGRES.format(image=TRACKER_IMAGE, container_name=self.container_name,
+                                       postgres_container_name=self.postgres_container_name,
+                                       postgres_version=self.postgres_version,
+                                       postgres_user=POSTGRES_USER)
+
     def up(self, timeout: float = 60) -> None:
         compose(self.compose_dir, "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)),
                 project=self.project)
 
     def down(self) -> None:
         if not (self.compose_dir / "docker-compose.yml").exists():
-            docker("rm", "--force", self.container_name, self.mysql_container_name, check=False)
+            docker("rm", "--force", self.container_name, self.mysql_container_name,
+                   self.postgres_container_name, check=False)
             return
         compose(self.compose_dir, "down", "--volumes", "--timeout", "1", check=False,
                 project=self.project)
@@ -254,10 +329,23 @@ class TrackerStack:
                                password="root-secret-pw", database="torrust_tracker",
                                autocommit=True)
 
+    def postgres_address(self) -> str:
+        data = json.loads(docker("container", "inspect", self.postgres_container_name).stdout)[0]
+        networks = data["NetworkSettings"]["Networks"]
+        return next(net["IPAddress"] for net in networks.values() if net.get("IPAddress"))
+
+    def postgres_connect(self):
+        """A superuser connection (autocommit) to the stack's database (test code only)."""
+        import psycopg
+
+        return psycopg.connect(host=self.postgres_address(), user=POSTGRES_USER,
+                               password=POSTGRES_USER_PASSWORD, dbname="torrust_tracker",
+                               autocommit=True, connect_timeout=5)
+
     def wait_for_writes(self, at_least: int, timeout: float = 30) -> None:
         """Wait until the live database holds at least `at_least` transactions."""
-        if self.driver == "mysql":
-            self._wait_for_mysql_writes(at_least, timeout)
+        if self.driver in ("mysql", "postgresql"):
+            self._wait_for_server_writes(at_least, timeout)
             return
         import sqlite3
 
@@ -276,11 +364,12 @@ class TrackerStack:
             time.sleep(0.1)
         raise AssertionError(f"the stand-in did not reach {at_least} transactions")
 
-    def _wait_for_mysql_writes(self, at_least: int, timeout: float) -> None:
+    def _wait_for_server_writes(self, at_least: int, timeout: float) -> None:
+        connect = self.postgres_connect if self.driver == "postgresql" else self.mysql_connect
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                connection = self.mysql_connect()
+                connection = connect()
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT value FROM torrent_aggregate_metrics "
                                    "WHERE metric_name = 'torrents_downloads_total'")

@@ -10,6 +10,8 @@ transaction committed before the stop.
 Environment: the tracker's own TORRUST_TRACKER_CONFIG_* variables, plus
 STANDIN_JOURNAL_MODE (delete|wal), STANDIN_WAL_AUTOCHECKPOINT (pages; 0 = never),
 STANDIN_IGNORE_SIGTERM (1 = only SIGKILL stops it), STANDIN_INTERVAL_MS (pause between writes).
+With driver postgresql it checks or makes the schema as the v4 tracker's sqlx migrations do,
+exiting 101 (the tracker's panic) when the recorded migrations do not match.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import re
 import signal
 import sys
 import threading
@@ -48,6 +51,30 @@ MYSQL_SCHEMA = (
     " metric_name VARCHAR(50) NOT NULL UNIQUE, value INTEGER DEFAULT 0 NOT NULL)",
     "CREATE TABLE IF NOT EXISTS `keys` (id integer PRIMARY KEY AUTO_INCREMENT,"
     " `key` VARCHAR(32) NOT NULL UNIQUE, valid_until INT(10))",
+)
+
+# Torrust Tracker v4's PostgreSQL schema, made by sqlx migrations recorded in _sqlx_migrations.
+POSTGRESQL_TABLES = ("whitelist", "torrents", "keys", "torrent_aggregate_metrics")
+
+POSTGRESQL_SCHEMA = (
+    "CREATE TABLE whitelist (id SERIAL PRIMARY KEY, info_hash VARCHAR(40) NOT NULL UNIQUE)",
+    "CREATE TABLE torrents (id SERIAL PRIMARY KEY, info_hash VARCHAR(40) NOT NULL UNIQUE,"
+    " completed BIGINT DEFAULT 0 NOT NULL)",
+    "CREATE TABLE keys (id SERIAL PRIMARY KEY, key VARCHAR(32) NOT NULL UNIQUE,"
+    " valid_until BIGINT)",
+    "CREATE TABLE torrent_aggregate_metrics (id SERIAL PRIMARY KEY,"
+    " metric_name VARCHAR(50) NOT NULL UNIQUE, value BIGINT DEFAULT 0 NOT NULL)",
+    "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,"
+    " installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL,"
+    " checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL)",
+)
+
+# (version, description) of the tracker's PostgreSQL migrations, as sqlx names them.
+POSTGRESQL_MIGRATIONS = (
+    (20240730183000, "torrust tracker create all tables"),
+    (20240730183500, "torrust tracker keys valid until nullable"),
+    (20250527093000, "torrust tracker new torrent aggregate metrics table"),
+    (20260409120000, "torrust tracker widen download counters"),
 )
 
 
@@ -100,11 +127,27 @@ STATE_QUERIES = {
 }
 
 
-def read_state(connection) -> tuple[int, dict[str, list[tuple]]]:
-    """(N, table contents) of a database written by the stand-in (DB-API connection)."""
+def state_queries(driver: str = "sqlite3") -> dict[str, str]:
+    """STATE_QUERIES in a driver's dialect: PostgreSQL has no backtick quoting."""
+    if driver == "postgresql":
+        return {table: query.replace("`", "") for table, query in STATE_QUERIES.items()}
+    return dict(STATE_QUERIES)
+
+
+def connection_driver(connection) -> str:
+    """The driver name (sqlite3, mysql, postgresql) of a DB-API connection, by its module."""
+    module = type(connection).__module__
+    if module.startswith("psycopg"):
+        return "postgresql"
+    return "mysql" if module.startswith("pymysql") else "sqlite3"
+
+
+def read_state(connection, driver: str | None = None) -> tuple[int, dict[str, list[tuple]]]:
+    """(N, table contents) of a database written by the stand-in (DB-API connection); the
+    driver is guessed from the connection when not given."""
     cursor = connection.cursor()
     state = {}
-    for table, query in STATE_QUERIES.items():
+    for table, query in state_queries(driver or connection_driver(connection)).items():
         cursor.execute(query)
         state[table] = sorted(tuple(row) for row in cursor.fetchall())
     metrics = dict(state["torrent_aggregate_metrics"])
@@ -172,6 +215,97 @@ def to_mysql(sql: str) -> str:
     return sql
 
 
+class MigrationError(Exception):
+    """The database's recorded migrations do not match the tracker's (sqlx refuses to start)."""
+
+
+def migration_checksum(version: int) -> bytes:
+    """sqlx's checksum of a migration, SHA-384 of its text (here a fixed text per version)."""
+    description = dict(POSTGRESQL_MIGRATIONS)[version]
+    return hashlib.sha384(f"-- {version}_{description.replace(' ', '_')}.sql\n".encode()).digest()
+
+
+def postgresql_tables(cursor) -> set[str]:
+    """The tables of the connection's current schema."""
+    cursor.execute("SELECT table_name FROM information_schema.tables"
+                   " WHERE table_schema = current_schema()")
+    return {row[0] for row in cursor.fetchall()}
+
+
+def check_migrations(cursor) -> None:
+    """Every migration applied, successfully, with the checksum the tracker expects."""
+    cursor.execute("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+    applied = {version: (success, bytes(checksum)) for version, success, checksum in cursor}
+    expected = {version for version, _ in POSTGRESQL_MIGRATIONS}
+    if set(applied) != expected:
+        raise MigrationError(f"applied migrations {sorted(applied)}, expected {sorted(expected)}")
+    for version, (success, checksum) in applied.items():
+        if not success:
+            raise MigrationError(f"migration {version} is partially applied")
+        if checksum != migration_checksum(version):
+            raise MigrationError(f"migration {version} was previously applied but has been"
+                                 " modified (checksum mismatch)")
+
+
+def migrate_postgresql(connection) -> None:
+    """What the v4 tracker does at startup: create the schema of an empty database in one
+    transaction, or check the recorded migrations; anything else is a MigrationError."""
+    cursor = connection.cursor()
+    tables = postgresql_tables(cursor)
+    if "_sqlx_migrations" in tables:
+        check_migrations(cursor)
+        return
+    if tables & set(POSTGRESQL_TABLES):
+        raise MigrationError(f"tables {sorted(tables & set(POSTGRESQL_TABLES))} exist"
+                             " without _sqlx_migrations")
+    cursor.execute("BEGIN")
+    for statement in POSTGRESQL_SCHEMA:
+        cursor.execute(statement)
+    for version, description in POSTGRESQL_MIGRATIONS:
+        cursor.execute("INSERT INTO _sqlx_migrations (version, description, success, checksum,"
+                       " execution_time) VALUES (%s, %s, TRUE, %s, 0)",
+                       (version, description, migration_checksum(version)))
+    cursor.execute("COMMIT")
+
+
+def postgresql_params(url: str) -> dict:
+    """psycopg.connect's arguments for a postgresql://user:pass@host:port/db URL."""
+    parts = urllib.parse.urlsplit(url)
+    return {"host": parts.hostname, "port": parts.port or 5432,
+            "user": urllib.parse.unquote(parts.username or ""),
+            "password": urllib.parse.unquote(parts.password or ""),
+            "dbname": urllib.parse.unquote(parts.path.lstrip("/"))}
+
+
+def open_postgresql(settings: Settings):
+    """A connection (autocommit) once the server answers, within about 60 s; migrated."""
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection = psycopg.connect(**postgresql_params(settings.path), autocommit=True,
+                                         connect_timeout=5)
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    migrate_postgresql(connection)
+    return connection
+
+
+def to_postgresql(sql: str) -> str:
+    """A statement in SQLite's dialect for PostgreSQL: %s placeholders, no backticks, and a bare
+    column on the right of ON CONFLICT's SET qualified by its table (else it is ambiguous)."""
+    sql = sql.replace("?", "%s").replace("`", "")
+    head, conflict, tail = sql.partition(" ON CONFLICT")
+    if not conflict:
+        return sql
+    table = head.split()[2]  # INSERT INTO <table>
+    return head + conflict + re.sub(r"= (\w+)$", rf"= {table}.\1", tail)
+
+
 class HealthHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         ok = self.path == "/health_check"
@@ -198,6 +332,15 @@ def health_check() -> int:
         return 1
 
 
+def open_database(settings: Settings):
+    """(connection, dialect translation) for the configured driver."""
+    if settings.driver == "mysql":
+        return open_mysql(settings), to_mysql
+    if settings.driver == "postgresql":
+        return open_postgresql(settings), to_postgresql
+    return open_sqlite(settings), str  # the statements are written in SQLite's dialect
+
+
 def run(environ: dict[str, str]) -> int:
     settings = Settings(environ)
     stopping = threading.Event()
@@ -207,14 +350,13 @@ def run(environ: dict[str, str]) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
 
-    if settings.driver == "mysql":
-        connection = open_mysql(settings)
-        dialect = to_mysql
-    else:
-        connection = open_sqlite(settings)
-        dialect = str  # the statements are written in SQLite's dialect
+    try:
+        connection, dialect = open_database(settings)
+    except MigrationError as error:
+        print(f"standin: migration error: {error}", file=sys.stderr, flush=True)
+        return 101  # the tracker panics: it does not start
     cursor = connection.cursor()
-    seq, _ = read_state(connection)
+    seq, _ = read_state(connection, settings.driver)
     print(f"standin: startup seq={seq} driver={settings.driver}", flush=True)
     serve_health()
 

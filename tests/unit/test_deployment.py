@@ -269,12 +269,12 @@ def test_driver_from_toml(stack, toml_driver):
 
 def test_unsupported_driver(stack):
     stack.write_env(f"{ENV_DRIVER}=mysql\n" + MYSQL_ENV)
-    add_tracker_on_network(stack, {ENV_DRIVER: "postgresql"})
+    add_tracker_on_network(stack, {ENV_DRIVER: "oracle"})
     add_mysql(stack)
     with pytest.raises(ConfigError) as caught:
         discover(stack.settings(), stack.docker)
     assert caught.value.problems == [
-        "database driver 'postgresql' is not supported (supported: sqlite3, mysql)"]
+        "database driver 'oracle' is not supported (supported: sqlite3, mysql, postgresql)"]
 
 
 def test_configured_driver_beats_discovery(stack):
@@ -806,3 +806,9 @@ def test_a_stopped_database_container_is_not_retried(stack):
         discover(stack.settings(), stack.docker)
     assert not isinstance(caught.value, DatabaseNotReady)
     assert "is not running (exited): start it; nothing was done" in str(caught.value)
+
+
+def test_double_quoted_env_values_decode_escapes_as_compose_does():
+    text = 'P="tr@ck:er/p%ss\\"w0rd#1\'\\$pg" # comment\nB="x\\\\y"\nN="a\\nb"\n'
+    assert parse_env_file(text, ".env") == {"P": "tr@ck:er/p%ss\"w0rd#1'$pg", "B": "x\\y",
+                                            "N": "a\nb"}

@@ -183,8 +183,8 @@ def test_dsn_passwords_are_read_as_the_tracker_reads_them(password, in_url):
      "percent-encode it (a line break is %0A, a tab %09)"),
     ("Sekr3t\tPw", "holds a control character"),
     ("Sekr3t\rPw", "holds a control character"),
-    ("Sekr3t%00Pw", "the user or password holds a NUL (%00)"),
-    ("Sekr3t%FFPw", "the user or password is not UTF-8 once percent-decoded"),
+    ("Sekr3t%00Pw", "the user, password or database holds a NUL (%00)"),
+    ("Sekr3t%FFPw", "the user, password or database is not UTF-8 once percent-decoded"),
 ])
 def test_dsn_passwords_it_cannot_read_are_refused_by_name(in_url, problem):
     with pytest.raises(ConfigError) as caught:

@@ -1126,7 +1126,7 @@ def test_check_room_for_mysql_asks_the_server_first(tmp_path, monkeypatch):
     free_space(monkeypatch, 10**12)
     with pytest.raises(MaintError, match=re.escape(
             "the database server has 1.0 MB free in its data directory, the restore's shadow "
-            "tables need about 4.0 MB (the set's dump); nothing was changed")):
+            "copy needs about 4.0 MB (the set's dump); nothing was changed")):
         restore_action.check_room(config, None, deployment, target)
     monkeypatch.setattr(mysql_engine, "shadow_room", lambda docker, database: (None, 10))
     restore_action.check_room(config, None, deployment, target)  # df unknown: not refused

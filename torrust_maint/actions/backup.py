@@ -20,10 +20,17 @@ from torrust_maint.actions import prune as prune_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import SUFFIXES, Artifact, compressed_writer
 from torrust_maint.config import Config
-from torrust_maint.deployment import Deployment, MysqlDatabase, SqliteDatabase, discover
+from torrust_maint.deployment import (
+    Deployment,
+    MysqlDatabase,
+    PostgresqlDatabase,
+    SqliteDatabase,
+    discover,
+)
 from torrust_maint.docker import Container, Docker
 from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
+from torrust_maint.engines import postgresql as postgresql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import Interrupted, MaintError, SkippedError
 from torrust_maint.journal import event
@@ -174,6 +181,9 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
     echo("would lock: " + str(directory / ".torrust-maint.lock"))
     echo(f"would create backup set in: {directory}")
     database = deployment.database
+    if isinstance(database, PostgresqlDatabase):
+        echo("would connect to PostgreSQL, find the container's pg_dump and prove how it logs "
+             "in (local socket first, no password)")
     if isinstance(database, MysqlDatabase):
         echo("would connect to MySQL and start the container's dump tool (waiting for its "
              "credentials on stdin): docker exec --interactive "
@@ -185,6 +195,9 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
     if isinstance(database, MysqlDatabase):
         echo("would open the consistent snapshot (START TRANSACTION WITH CONSISTENT SNAPSHOT; "
              "the dump starts its single transaction)")
+    elif isinstance(database, PostgresqlDatabase):
+        echo("would open the snapshot: BEGIN ISOLATION LEVEL REPEATABLE READ; "
+             "SELECT pg_export_snapshot()")
     elif sqlite_engine.is_wal_database(database.host_path):
         echo("would snapshot the WAL-mode database: a reflink where the filesystem can, else "
              f"an open read transaction on {database.host_path} (exported after "
@@ -198,6 +211,10 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
              f"{config.deployment.start_timeout} s")
     else:
         echo("would not stop or start the tracker (it is not running; --force)")
+    if isinstance(database, PostgresqlDatabase):
+        echo("would dump the snapshot after the restart: docker exec "
+             f"{database.container.name} pg_dump --snapshot=<id> "
+             f"{' '.join(postgresql_engine.DUMP_OPTIONS)}")
     echo(f"would check and export the snapshot into {engine.FILE_STEM}{suffix} "
          f"({config.backup.compression})")
     present, missing = existing_config_paths(deployment, config)
@@ -313,7 +330,7 @@ def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, 
     if isinstance(deployment.database, SqliteDatabase):
         sqlite_engine.preflight(deployment.database)  # a WAL snapshot writes -wal/-shm there
     else:  # a server restarting now is retried; once the window is open, nothing is
-        mysql_engine.connect(deployment.database).close()
+        ENGINES[deployment.driver].connect(deployment.database).close()
     files = database_files(deployment.database)
     total = sum(size for _, size in files)
     check_free_space(config.backup.directory, total + total // 2)

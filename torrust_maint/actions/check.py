@@ -35,6 +35,26 @@ def check_mysql(database, docker: Docker, echo: Callable[[str], None]) -> list[s
     return problems
 
 
+def check_postgresql(database, docker: Docker, echo: Callable[[str], None]) -> list[str]:
+    """Log in as the tracker's user, find pg_dump and prove how it logs in, as a backup
+    would; warn about tables a set would not hold."""
+    from torrust_maint.engines import postgresql
+
+    try:
+        snapshot = postgresql.prepare(docker, database)
+    except MaintError as error:
+        return [str(error)]
+    try:
+        echo(f"postgresql server: {snapshot.server_version} (login as {database.user!r}: ok)")
+        echo(f"dump tool: {snapshot.tool_version} (logs in over the "
+             f"{snapshot.login.describe()})")
+        for warning in snapshot.warnings:
+            echo(f"warning: {warning}")
+    finally:
+        snapshot.close()
+    return []
+
+
 SYSTEMD_RUNNING = Path("/run/systemd/system")  # as sd_booted(3) tells
 # The scheduled units, sandboxed with ProtectSystem=strict (see systemd/).
 BACKUP_UNIT = "torrust-backup.service"
@@ -242,7 +262,8 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
                  f"{sum(size for _, size in database_files(deployment.database))} bytes")
         else:
             echo(f"database: {deployment.database.describe()}")
-            problems.extend(check_mysql(deployment.database, docker, echo))
+            check_server = check_postgresql if deployment.driver == "postgresql" else check_mysql
+            problems.extend(check_server(deployment.database, docker, echo))
         _, missing = existing_config_paths(deployment, config)
         for relative in missing:
             echo(f"warning: config path {deployment.compose_dir / relative} does not exist")

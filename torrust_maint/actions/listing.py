@@ -27,7 +27,7 @@ def row(backup_set: catalog.BackupSet, offsite_sets: dict | None = None) -> str:
     uploaded = (offsite_sets or {}).get(backup_set.id)
     if isinstance(uploaded, dict):
         state += f", off-site ({catalog.printable(str(uploaded.get('short_id')))})"
-    return (f"{catalog.printable(backup_set.id):<20} {created:<20} {driver:<8} {size:>12} "
+    return (f"{catalog.printable(backup_set.id):<20} {created:<20} {driver:<10} {size:>12} "
             f"{f'{downtime:.3f}s' if downtime is not None else '-':>9}  {state}")
 
 
@@ -49,7 +49,7 @@ def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = 
     if not sets:
         echo(f"no backup sets in {config.backup.directory}")
     else:
-        echo(f"{'ID':<20} {'CREATED (UTC)':<20} {'DRIVER':<8} {'SIZE':>12} {'DOWNTIME':>9}  "
+        echo(f"{'ID':<20} {'CREATED (UTC)':<20} {'DRIVER':<10} {'SIZE':>12} {'DOWNTIME':>9}  "
              "STATE")
         for backup_set in sets:
             echo(row(backup_set, uploaded))

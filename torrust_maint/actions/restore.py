@@ -30,10 +30,11 @@ from torrust_maint.actions import backup as backup_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import compressed_writer, copy_stream, open_decompressed
 from torrust_maint.config import Config
-from torrust_maint.deployment import Deployment, MysqlDatabase, SqliteDatabase, discover
+from torrust_maint.deployment import Deployment, SqliteDatabase, discover
 from torrust_maint.docker import Container, Docker
 from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
+from torrust_maint.engines import postgresql as postgresql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import ConfigError, Interrupted, MaintError
 from torrust_maint.journal import event
@@ -60,7 +61,11 @@ log = logging.getLogger(__name__)
 
 CONFIG_INCOMING = ".torrust-maint-restore"
 CONFIG_ASIDE = ".torrust-maint-pre-restore-"
-DatabaseSwap = FileSwap | mysql_engine.MysqlSwap
+TableSwap = mysql_engine.MysqlSwap | postgresql_engine.PostgresqlSwap
+DatabaseSwap = FileSwap | TableSwap
+TABLE_SWAPS = (mysql_engine.MysqlSwap, postgresql_engine.PostgresqlSwap)
+SWAP_CLASSES: dict[str, type[TableSwap]] = {"mysql": mysql_engine.MysqlSwap,
+                                            "postgresql": postgresql_engine.PostgresqlSwap}
 WINDOW_PHASES = {"snapshot": "swap"}  # a restore's window swaps where a backup's snapshots
 
 
@@ -140,11 +145,11 @@ def check_room(config: Config, docker: Docker, deployment: Deployment,
         need("the safety set of the current database ([backup] directory)",
              config.backup.directory, current + current // 2)
     else:
-        free, current = mysql_engine.shadow_room(docker, database)
+        free, current = ENGINES[database.driver].shadow_room(docker, database)
         if free is not None and free < incoming:
             raise MaintError(
                 f"the database server has {free / 1e6:.1f} MB free in its data directory, the "
-                f"restore's shadow tables need about {incoming / 1e6:.1f} MB (the set's dump); "
+                f"restore's shadow copy needs about {incoming / 1e6:.1f} MB (the set's dump); "
                 "nothing was changed")
         need("the safety set of the current database ([backup] directory)",
              config.backup.directory, current)
@@ -339,7 +344,7 @@ def _restore(config: Config, docker: Docker, deployment: Deployment,
             echo(restore_record.describe(record))
         raise
     finally:
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
+        if isinstance(database_swap, TABLE_SWAPS):
             database_swap.close()
     if not no_start:  # trackers that were not running before (a broken database?) start too
         wait_until_ready(docker, list(deployment.trackers), config.deployment.start_timeout,
@@ -374,15 +379,16 @@ def stage_database(config: Config, docker: Docker, deployment: Deployment,
         sqlite_engine.preflight(database, replacing=True)
         return sqlite_engine.stage_restore(docker, database, source, artifact["compression"],
                                            expected, restore_id, size)
-    return mysql_engine.stage_restore(docker, database, source, artifact["compression"],
-                                      expected, config.deployment.snapshot_timeout, size)
+    return ENGINES[database.driver].stage_restore(
+        docker, database, source, artifact["compression"], expected,
+        config.deployment.snapshot_timeout, size)
 
 
 def _fill_record(record: dict, database_swap: DatabaseSwap, config_swaps: list[FileSwap]) -> None:
     files = [database_swap] if isinstance(database_swap, FileSwap) else []
     record["files"] = [swap.to_json() for swap in files + config_swaps]
-    if isinstance(database_swap, mysql_engine.MysqlSwap):
-        record["mysql"] = database_swap.record()
+    if isinstance(database_swap, TABLE_SWAPS):
+        record[record["driver"]] = database_swap.record()
 
 
 def swap_in(directory: Path, record: dict, database_swap: DatabaseSwap,
@@ -395,9 +401,9 @@ def swap_in(directory: Path, record: dict, database_swap: DatabaseSwap,
         swap.check_ready()
     if isinstance(database_swap, FileSwap) and database_swap.existed:
         sqlite_engine.check_live_files(database_swap.live_path)  # the tracker is stopped now
-    if isinstance(database_swap, mysql_engine.MysqlSwap):
+    if isinstance(database_swap, TABLE_SWAPS):
         database_swap.plan()
-        record["mysql"] = database_swap.record()
+        record[record["driver"]] = database_swap.record()
     record["phase"] = restore_record.SWAPPING
     restore_record.write(directory, record)
     swapped_at = catalog.utc_now()
@@ -405,7 +411,7 @@ def swap_in(directory: Path, record: dict, database_swap: DatabaseSwap,
     try:
         for swap in files:
             swap.apply()
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
+        if isinstance(database_swap, TABLE_SWAPS):
             database_swap.apply()
         notify.status("restore: swapped in, recording it")
         record["phase"] = restore_record.SWAPPED
@@ -422,7 +428,7 @@ def _undo_all(database_swap: DatabaseSwap, files: list[FileSwap]) -> bool:
     """Undo every swap, each on its own (one failing never stops the others); whether all
     were undone. A failure is logged; the record then stays in phase swapping."""
     undos: list[Callable[[], None]] = [swap.undo for swap in reversed(files)]
-    if isinstance(database_swap, mysql_engine.MysqlSwap):
+    if isinstance(database_swap, TABLE_SWAPS):
         undos.insert(0, database_swap.undo)
     undone = True
     for undo in undos:
@@ -487,7 +493,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
             staged.commit(manifest)
     except BaseException:
         staged.discard()
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
+        if isinstance(database_swap, TABLE_SWAPS):
             database_swap.close()
         raise
     record["safety_set"] = staged.id
@@ -513,7 +519,7 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
         with signals_held():
             _remove_aside(database_swap, swaps)
     finally:
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
+        if isinstance(database_swap, TABLE_SWAPS):
             database_swap.close()
     restore_record.clear(directory)
     event("restore_completed", "restored set %s; the state before it is in set %s (%s)",
@@ -530,19 +536,21 @@ def secure(config: Config, docker: Docker, deployment: Deployment, record: dict,
 
 def _database_swap(docker: Docker, deployment: Deployment, record: dict,
                    config: Config) -> DatabaseSwap:
-    if record.get("driver") == "mysql":
+    driver = record.get("driver")
+    if driver in SWAP_CLASSES:
         database = deployment.database
-        if not isinstance(database, MysqlDatabase):
-            raise MaintError("the interrupted restore was of a MySQL database; the deployment "
-                             f"now uses {deployment.driver}")
-        return mysql_engine.MysqlSwap.from_record(docker, database, record.get("mysql", {}),
-                                                  config.deployment.snapshot_timeout)
+        if database.driver != driver or isinstance(database, SqliteDatabase):
+            raise MaintError(f"the interrupted restore was of a {driver} database; the "
+                             f"deployment now uses {deployment.driver}")
+        return SWAP_CLASSES[driver].from_record(
+            docker, database, record.get(driver, {}),  # type: ignore[arg-type]
+            config.deployment.snapshot_timeout)
     return restore_record.file_swaps(record)[0]
 
 
 def _remove_aside(database_swap: DatabaseSwap | None, swaps: list[FileSwap]) -> None:
     """A verified copy holds the state from before: remove what was set aside."""
-    if isinstance(database_swap, mysql_engine.MysqlSwap):
+    if isinstance(database_swap, TABLE_SWAPS):
         database_swap.remove_aside()
     for swap in swaps:
         swap.remove_aside()
@@ -557,7 +565,8 @@ def _safety_manifest(config: Config, deployment: Deployment, record: dict,
     snapshot_dir = staged.path / "snapshot"
     snapshot_dir.mkdir(mode=0o700, exist_ok=True)
     kind = catalog.SAFETY
-    snapshot: sqlite_engine.SqliteSnapshot | mysql_engine.MysqlSnapshot | None = None
+    snapshot: (sqlite_engine.SqliteSnapshot | mysql_engine.MysqlSnapshot
+               | postgresql_engine.PostgresqlSnapshot | None) = None
     try:
         if isinstance(database_swap, FileSwap):
             snapshot = sqlite_engine.pre_restore_snapshot(database_swap, snapshot_dir)
@@ -639,7 +648,8 @@ def finish_pending(config: Config, docker: Docker, echo: Callable[[str], None]) 
         return False
     if record.get("phase") == "unreadable":
         raise MaintError(restore_record.describe(record))
-    if record.get("phase") == restore_record.SWAPPING and record.get("driver") != "mysql":
+    if record.get("phase") == restore_record.SWAPPING and \
+            record.get("driver") not in restore_record.TABLE_SWAP_DRIVERS:
         _settle_file_swapping(directory, record, docker)  # discover() needs the database there
     deployment = discover(config.deployment, docker)
     if record.get("phase") == restore_record.SWAPPING:
@@ -680,8 +690,9 @@ def _remove_staged(docker: Docker, deployment: Deployment, record: dict,
     database = deployment.database
     if isinstance(database, SqliteDatabase):
         sqlite_engine.remove_staged_restore(database)
-    elif isinstance(database, MysqlDatabase):
-        tables = mysql_engine.MysqlSwap(docker, database, [], config.deployment.snapshot_timeout)
+    else:
+        tables = SWAP_CLASSES[database.driver](
+            docker, database, [], config.deployment.snapshot_timeout)  # type: ignore[arg-type]
         try:
             tables.remove_incoming()
         finally:
@@ -712,7 +723,7 @@ def _already_secured(record: dict, docker: Docker, directory: Path,
         with signals_held():
             _remove_aside(database_swap, swaps)
     finally:
-        if isinstance(database_swap, mysql_engine.MysqlSwap):
+        if isinstance(database_swap, TABLE_SWAPS):
             database_swap.close()
     return True
 
@@ -721,9 +732,9 @@ def _settle_swapping(directory: Path, record: dict, docker: Docker, deployment: 
                      config: Config) -> None:
     """A swap cut short: MySQL's RENAME is atomic (see whether it happened); files are rolled
     back, unless a tracker already runs on the new state (then it counts as swapped)."""
-    if record.get("driver") == "mysql":
+    if record.get("driver") in restore_record.TABLE_SWAP_DRIVERS:
         swap = _database_swap(docker, deployment, record, config)
-        assert isinstance(swap, mysql_engine.MysqlSwap)
+        assert isinstance(swap, TABLE_SWAPS)
         try:
             done = swap.applied()
         finally:
@@ -783,6 +794,9 @@ def print_plan(config: Config, deployment: Deployment, target: catalog.BackupSet
     if isinstance(database, SqliteDatabase):
         echo(f"  would decompress the set's database to {database.host_path}"
              f"{sqlite_engine.RESTORE_SUFFIX} and run integrity_check and the row counts")
+    elif database.driver == "postgresql":
+        echo(f"  would load the set's dump into schema {postgresql_engine.NEW_SCHEMA} of "
+             f"{database.database} and compare row counts, checksums and _sqlx_migrations")
     else:
         echo(f"  would import the set's dump into shadow tables {mysql_engine.NEW_PREFIX}<table> "
              f"of {database.database} and compare row counts and checksums")
@@ -809,6 +823,10 @@ def _print_window(running: list[Container], database, with_config: bool,
         echo(f"  would rename {database.host_path} (and any -wal, -journal) to "
              f"<name>{sqlite_engine.PRE_RESTORE_INFIX}<id>, remove -shm, and rename the "
              "restored file in")
+    elif database.driver == "postgresql":
+        echo(f"  would rename schema {postgresql_engine.SCHEMA} to "
+             f"{postgresql_engine.OLD_SCHEMA} and {postgresql_engine.NEW_SCHEMA} to "
+             f"{postgresql_engine.SCHEMA}, in one transaction")
     else:
         echo(f"  would RENAME TABLE every live table to {mysql_engine.OLD_PREFIX}<table> and "
              f"every {mysql_engine.NEW_PREFIX}<table> to <table>, in one statement")

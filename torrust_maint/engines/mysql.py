@@ -36,6 +36,7 @@ from torrust_maint import notify
 from torrust_maint.compress import CHUNK
 from torrust_maint.deployment import MysqlDatabase
 from torrust_maint.docker import Docker
+from torrust_maint.engines import containers
 from torrust_maint.errors import (
     DatabaseNotReady,
     DockerError,
@@ -373,15 +374,7 @@ class MysqlSnapshot:
 
     def close(self) -> None:
         """Release the dump process and the connection, whatever state they are in."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if pipe and not pipe.closed:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass  # stdin's unsent option file: the process is gone
+        containers.release(self.process)
         try:
             self.connection.close()
         except pymysql.err.Error:
@@ -643,10 +636,7 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
         counts, checksums = table_summary(
             lambda sql: query(docker, name, client, option_path, VERIFY_DATABASE, sql), checksum)
     finally:
-        try:
-            docker.remove(name)
-        except DockerError as error:
-            log.warning("could not remove throwaway container %s: %s", name, error)
+        containers.remove_throwaway(docker, name)
     compare_summary(counts, checksums, expected)
     return {"tables": counts, "image": image}
 
@@ -843,14 +833,7 @@ def shadow_room(docker: Docker, database: MysqlDatabase) -> tuple[int | None, in
             datadir, current = cursor.fetchone()
     finally:
         connection.close()
-    try:
-        out = docker.exec_output(database.container.id, ["df", "-P", "-k", str(datadir)])
-        free = int(out.decode().splitlines()[-1].split()[3]) * 1024
-    except (DockerError, ValueError, IndexError) as error:
-        log.warning("cannot tell the free space of %s in %s: %s", datadir,
-                    database.container.name, error)
-        free = None
-    return free, int(current)
+    return containers.free_bytes(docker, database.container, str(datadir)), int(current)
 
 
 def stage_restore(docker: Docker, database: MysqlDatabase, artifact, compression: str,
