@@ -21,7 +21,7 @@ testbed:
 	bash tests/testbed/build-images.sh
 
 test: testbed typecheck test-system
-	$(PYTEST) -ra tests/unit tests/integration
+	$(PYTEST) -ra tests/unit tests/integration -m "not slow"
 	$(PYTEST) -ra tests/reliability -m "not slow"
 
 unit:
@@ -37,6 +37,7 @@ integration: testbed
 TORRUST_MAINT_SOAK_WINDOWS ?= 50
 test-reliability: testbed
 	TORRUST_MAINT_SOAK_WINDOWS=$(TORRUST_MAINT_SOAK_WINDOWS) $(PYTEST) -ra tests/reliability
+	$(PYTEST) -ra tests/integration -m slow
 
 # The Debian package: dpkg-buildpackage (debian/), results moved to dist/, then lintian
 # (no errors, no warnings). The build's own leftovers are cleaned away afterwards.

@@ -306,6 +306,7 @@ def test_a_full_remote_fails_clearly_and_the_next_run_catches_up(make_stack):
               f"{failed.stderr.strip().splitlines()[-1]}")
 
 
+@pytest.mark.slow  # about 3 min of restic 0.14's own retries: in `make test-reliability`
 def test_the_server_killed_mid_upload_fails_it_and_the_next_run_catches_up(make_stack):
     """Reached through a relay that dies with the server, as a server process killed on a
     host that still answers: restic 0.14's retries then end in about a minute."""

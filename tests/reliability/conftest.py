@@ -35,12 +35,6 @@ RESULTS: dict = {"soak": {}, "faults": []}
 _RECORD_KEY = pytest.StashKey[dict]()
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "slow: long reliability cases (50-window soaks, the full fault matrix, "
-                   "dockerd restart); `make test` runs tests/reliability -m 'not slow'")
-
-
 def soak_windows() -> int:
     """Windows per engine: TORRUST_MAINT_SOAK_WINDOWS (make test-reliability: 50), else 3."""
     value = os.environ.get(SOAK_ENV, "").strip()

@@ -50,6 +50,8 @@ def check_postgresql(database, docker: Docker, echo: Callable[[str], None]) -> l
              f"{snapshot.login.describe()})")
         for warning in snapshot.warnings:
             echo(f"warning: {warning}")
+        for problem in postgresql.restore_problems(snapshot.connection):
+            echo(f"warning: a restore would be refused: the {problem}")
     finally:
         snapshot.close()
     return []

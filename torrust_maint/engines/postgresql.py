@@ -64,8 +64,11 @@ TRAILER = b"-- PostgreSQL database dump complete"
 STDERR_DRAIN_TIMEOUT = 10
 # Text forms that do not depend on the server's or the session's settings: the same rows give
 # the same checksums on the live server, in a throwaway one and after a restore.
+# No server-wide timeout may end our snapshot transaction while pg_dump streams, nor a long
+# count.
 SESSION_SETTINGS = ("-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres "
-                    "-c extra_float_digits=3 -c bytea_output=hex")
+                    "-c extra_float_digits=3 -c bytea_output=hex -c statement_timeout=0 "
+                    "-c idle_in_transaction_session_timeout=0")
 CHECKSUM_METHOD = "SUM(('x' || LEFT(MD5(row::text), 15))::bit(60)::bigint)"
 # SQLSTATE classes of a server that is not answering yet: cannot connect now (57P03
 # starting up, 57P01 admin shutdown).
@@ -311,6 +314,24 @@ def other_schemas(connection: psycopg.Connection) -> list[str]:
         "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN "
         "('pg_catalog', 'information_schema', %s, %s, %s) AND n.nspname NOT LIKE 'pg\\_%%' "
         "ORDER BY 1", (SCHEMA, NEW_SCHEMA, OLD_SCHEMA))]
+
+
+def restore_problems(connection: psycopg.Connection) -> list[str]:
+    """What would keep a restore from swapping schemas as this user: it must own schema
+    public (PostgreSQL 15+: be the database's owner) and may create schemas."""
+    [(owns, creates)] = _rows(
+        connection,
+        "SELECT pg_catalog.pg_has_role(current_user, n.nspowner, 'USAGE'), "
+        "pg_catalog.has_database_privilege(current_database(), 'CREATE') "
+        "FROM pg_catalog.pg_namespace n WHERE n.nspname = %s", (SCHEMA,))
+    problems = []
+    if not owns:
+        problems.append(f"user does not own schema {SCHEMA} (make it the database's owner, "
+                        f"or ALTER SCHEMA {SCHEMA} OWNER TO it)")
+    if not creates:
+        problems.append("user may not create schemas in the database (GRANT CREATE ON "
+                        "DATABASE ... TO it)")
+    return problems
 
 
 @dataclass
@@ -741,13 +762,20 @@ def stage_restore(docker: Docker, database: PostgresqlDatabase, artifact, compre
                          "unknown to this version of torrust-maint")
     swap = PostgresqlSwap(docker, database, sorted(expected.get("tables", {})), timeout)
     try:
+        refused = swap._bounded("checking the user's privileges", restore_problems,
+                                seconds=PREFLIGHT_TIMEOUT)
+        if refused:
+            raise MaintError(f"a restore swaps schemas as {database.user!r}, but the "
+                             + "; ".join(refused) + "; nothing live was changed")
         present = swap._bounded("listing the schemas", _schemas, seconds=PREFLIGHT_TIMEOUT)
         if OLD_SCHEMA in present:
             raise MaintError(f"schema {OLD_SCHEMA} holds the state from before an earlier "
                              "restore: `torrust-maint restore --finish` secures it first")
         swap.remove_incoming()
         login = client_login(docker, database)
-        header = f"CREATE SCHEMA {NEW_SCHEMA};\n".encode()
+        # PUBLIC may use it, as it may use the public schema PostgreSQL creates.
+        header = (f"CREATE SCHEMA {NEW_SCHEMA};\n"
+                  f"GRANT USAGE ON SCHEMA {NEW_SCHEMA} TO PUBLIC;\n").encode()
         with open_decompressed(artifact, compression) as source, Progress(
                 f"restore: loading the dump into schema {NEW_SCHEMA} ({compression})",
                 size) as progress:
