@@ -43,6 +43,7 @@ STAGING_PREFIX = ".tmp-torrust-maint-"
 INCOMING_SUFFIX = ".torrust-maint-restore"
 ASIDE_INFIX = ".torrust-maint-pre-restore-"
 LIVE_TABLES = ["keys", "torrent_aggregate_metrics", "torrents", "whitelist"]
+PG_LIVE_TABLES = ["_sqlx_migrations", *LIVE_TABLES]  # the v4 schema on PostgreSQL
 KEEP_ONE = "[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"
 PAGE = 4096  # SQLite's default page size (the stand-in keeps it)
 
@@ -110,6 +111,40 @@ def mysql_scalar(tracker, sql: str) -> int:
             return int(cursor.fetchone()[0])
     finally:
         connection.close()
+
+
+def pg_rows(tracker, sql: str) -> list[tuple]:
+    connection = tracker.postgres_connect()
+    try:
+        return list(connection.execute(sql).fetchall())
+    finally:
+        connection.close()
+
+
+def pg_schemas(tracker) -> list[str]:
+    """The schemas holding tables (no system ones)."""
+    return sorted(row[0] for row in pg_rows(
+        tracker, "SELECT DISTINCT table_schema FROM information_schema.tables WHERE "
+                 "table_schema NOT IN ('pg_catalog', 'information_schema')"))
+
+
+def pg_tables(tracker, schema: str = "public") -> list[str]:
+    return sorted(row[0] for row in pg_rows(
+        tracker, f"SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                 f"'{schema}'"))
+
+
+def server_tables(tracker, driver: str) -> list[str]:
+    """Every table of the tracker's database server (PostgreSQL: schema-qualified outside
+    public)."""
+    if driver == "mysql":
+        return mysql_tables(tracker)
+    return sorted(table if schema == "public" else f"{schema}.{table}"
+                  for schema in pg_schemas(tracker) for table in pg_tables(tracker, schema))
+
+
+def live_tables(driver: str) -> list[str]:
+    return PG_LIVE_TABLES if driver == "postgresql" else LIVE_TABLES
 
 
 def artifact(entry: dict, name: str) -> dict:
@@ -422,6 +457,7 @@ BEFORE_VERIFY = "restore: safety set"  # the safety set committed, not verified 
 @pytest.mark.parametrize("driver, pause", [
     pytest.param("sqlite3", BEFORE_EXPORT, id="sqlite3-before-export"),
     pytest.param("mysql", BEFORE_EXPORT, id="mysql-before-export"),
+    pytest.param("postgresql", BEFORE_EXPORT, id="postgresql-before-export"),
     pytest.param("sqlite3", BEFORE_VERIFY, id="sqlite3-before-verify"),
 ])
 def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, driver, pause):
@@ -460,14 +496,21 @@ def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, dr
         assert database_siblings(tracker) == aside
         aside_path = tracker.db_host_path.parent / aside[0]
         assert file_state(aside_path) == (n_stop, expected_state(n_stop))
-    else:
+    elif driver == "mysql":
         old_tables = [f"torrust_maint_old_{t}" for t in LIVE_TABLES]
         assert mysql_tables(tracker) == sorted(LIVE_TABLES + old_tables)
         assert mysql_scalar(tracker, "SELECT COUNT(*) FROM torrust_maint_old_torrents") == n_stop
+    else:
+        old_tables = [f"torrust_maint_old.{t}" for t in PG_LIVE_TABLES]
+        assert server_tables(tracker, driver) == sorted(PG_LIVE_TABLES + old_tables)
+        assert pg_rows(tracker, "SELECT COUNT(*) FROM torrust_maint_old.torrents") == [(n_stop,)]
 
     def aside_state():
         if driver == "sqlite3":
             return database_siblings(tracker), aside_path.read_bytes()
+        if driver == "postgresql":
+            return server_tables(tracker, driver), pg_rows(
+                tracker, "SELECT value FROM torrust_maint_old.torrent_aggregate_metrics")
         return mysql_tables(tracker), mysql_scalar(
             tracker, "SELECT value FROM torrust_maint_old_torrent_aggregate_metrics")
 
@@ -511,7 +554,7 @@ def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, dr
         assert file_state(restored) == (n_stop, expected_state(n_stop))
         assert database_siblings(tracker) == []
     else:
-        assert mysql_tables(tracker) == LIVE_TABLES
+        assert server_tables(tracker, driver) == live_tables(driver)
     assert not (directory / RECORD).exists()
     status = run_cli(config, "status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -523,6 +566,7 @@ def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, dr
 @pytest.mark.parametrize("driver, pause", [
     ("sqlite3", "restore: database staged beside the live one"),
     ("mysql", "restore: shadow tables imported"),
+    ("postgresql", "restore: schema torrust_maint_new loaded"),
 ])
 def test_a_restore_killed_while_staging_leaves_nothing_for_later_backups(make_stack, tmp_path,
                                                                           driver, pause):
@@ -546,6 +590,8 @@ def test_a_restore_killed_while_staging_leaves_nothing_for_later_backups(make_st
     assert (directory / RECORD).exists()
     if driver == "mysql":
         assert [t for t in mysql_tables(tracker) if t.startswith("torrust_maint_new_")]
+    elif driver == "postgresql":
+        assert pg_tables(tracker, "torrust_maint_new") == PG_LIVE_TABLES
     else:
         assert any(name.endswith(INCOMING_SUFFIX) for name in database_siblings(tracker))
     status = run_cli(config, "status")
@@ -556,9 +602,9 @@ def test_a_restore_killed_while_staging_leaves_nothing_for_later_backups(make_st
     assert done.returncode == 0, done.stderr
     assert "cleaned up after the restore of set" in done.stdout
     newest = list_sets(config)[-1]
-    assert sorted(newest["database"]["tables"]) == LIVE_TABLES
-    if driver == "mysql":
-        assert mysql_tables(tracker) == LIVE_TABLES
+    assert sorted(newest["database"]["tables"]) == live_tables(driver)
+    if driver != "sqlite3":
+        assert server_tables(tracker, driver) == live_tables(driver)
     else:
         assert not any("torrust-maint" in name for name in database_siblings(tracker))
     assert not (directory / RECORD).exists()

@@ -37,6 +37,7 @@ ENGINES = {
     "sqlite-wal": {"journal_mode": "wal"},
     "sqlite-rollback": {"journal_mode": "delete"},
     "mysql": {"driver": "mysql"},
+    "postgresql": {"driver": "postgresql"},
 }
 STOP_TIMEOUT = 4
 START_TIMEOUT = 60

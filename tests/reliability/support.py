@@ -161,7 +161,7 @@ def wait_for_writes(tracker, at_least: int, timeout: float = 30) -> None:
     a connection to the live database. SQLite shares one shm mapping and its locks per file
     among a process's connections, so an in-process backup's WAL snapshot would then depend on
     that stale connection's locks. The real command line has no such connection."""
-    if tracker.driver == "mysql":
+    if tracker.driver != "sqlite3":
         tracker.wait_for_writes(at_least, timeout)
         return
     import contextlib
@@ -429,6 +429,23 @@ def dump_processes_in(container: str) -> list[str]:
             if "mariadb-dump" in line or "mysqldump" in line]
 
 
+def pg_dump_processes_in(container: str) -> list[str]:
+    """pg_dump processes inside a container (docker top)."""
+    done = docker("top", container, "-eo", "pid,args", check=False)
+    return [line for line in done.stdout.splitlines()[1:] if "pg_dump" in line]
+
+
+def our_pg_connections(tracker) -> list[tuple]:
+    """Connections torrust-maint opened (psycopg and the client tools name themselves)."""
+    connection = tracker.postgres_connect()
+    try:
+        return list(connection.execute(
+            "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = "
+            "'torrust-maint' AND pid <> pg_backend_pid()").fetchall())
+    finally:
+        connection.close()
+
+
 def db_user_connections(tracker) -> list[tuple]:
     """Connections of the deployment's database user (the tracker holds one)."""
     connection = tracker.mysql_connect()
@@ -501,6 +518,15 @@ def leaks(tracker, directory: Path, config: Path, stack: StackBaseline,
         connections = db_user_connections(tracker)
         if len(connections) != 1:  # the tracker's own
             found.append(f"db_user connections (the tracker holds one): {connections}")
+    if tracker.driver == "postgresql":
+        dumps = pg_dump_processes_in(tracker.postgres_container_name)
+        if dumps:
+            found.append(f"pg_dump processes in {tracker.postgres_container_name}: {dumps}")
+        deadline = time.monotonic() + 5  # a backend leaves pg_stat_activity just after its
+        while (connections := our_pg_connections(tracker)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # client closed the connection: give it that moment
+        if connections:
+            found.append(f"torrust-maint connections still open: {connections}")
     if process is not None:
         threads = [t for t in threading.enumerate() if t.ident not in process.threads]
         if threads:

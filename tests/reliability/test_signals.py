@@ -26,7 +26,7 @@ from tests.reliability.support import (
 )
 
 IN_WINDOW = ("stop", "snapshot", "restart")
-FAST = {("sqlite-wal", "snapshot"), ("mysql", "snapshot")}
+FAST = {("sqlite-wal", "snapshot"), ("mysql", "snapshot"), ("postgresql", "snapshot")}
 
 
 def matrix():

@@ -11,6 +11,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.system.conftest import REPO, Host, compose_project, run, timing
 from tests.testbed import stack as testbed
 from torrust_maint.journal import MESSAGE_IDS
@@ -322,14 +324,21 @@ def test_power_loss_mid_window_is_recovered_at_boot(host: Host):
     assert len(sets(host)) == before + 1
 
 
-def test_mysql_deployment_under_systemd(host: Host):
+SERVER_PASSWORDS = {"mysql": (testbed.MYSQL_USER_PASSWORD, "root-secret-pw"),
+                    "postgresql": (testbed.POSTGRES_USER_PASSWORD,)}
+
+
+@pytest.mark.parametrize("driver", ["mysql", "postgresql"])
+def test_server_deployment_under_systemd(host: Host, driver: str):
     """The same unit and journal records for a MySQL deployment (the deployer's compose file,
-    mysql:8.4 = Debian's MariaDB here): the dump runs in the database container, the
-    connection goes to its address on the compose network; the password is never logged."""
-    root = host.stack.compose_dir.parents[1] / "mysql"
-    tracker = testbed.TrackerStack(root / "opt/torrust", f"tm-st-{host.distro}-mysql-tracker",
-                                   driver="mysql")
-    project = f"tm-st-{host.distro}-mysql"
+    mysql:8.4 = Debian's MariaDB here) and a PostgreSQL one (postgres:17 = Debian 13's): the
+    dump runs in the database container, the connection goes to its address on the compose
+    network; the set is verified in a throwaway server; the password is never logged."""
+    root = host.stack.compose_dir.parents[1] / driver
+    tracker = testbed.TrackerStack(root / "opt/torrust", f"tm-st-{host.distro}-{driver}-tracker",
+                                   driver=driver)
+    project = f"tm-st-{host.distro}-{driver}"
+    drop_in = f"/etc/systemd/system/{SERVICE}.d/backup-directory-{driver}.conf"
     sqlite_config = host.run("cat", "/etc/torrust-maint/torrust-maint.toml").stdout
     try:
         with compose_project(project):
@@ -339,35 +348,35 @@ def test_mysql_deployment_under_systemd(host: Host):
             tracker.up(timeout=120)
         backup_dir = tracker.compose_dir / "storage/backup"
         host.write("/etc/torrust-maint/torrust-maint.toml", tracker.config_toml())
-        host.write(f"/etc/systemd/system/{SERVICE}.d/backup-directory-mysql.conf",
-                   f"[Service]\nReadWritePaths={backup_dir}\n")
+        host.write(drop_in, f"[Service]\nReadWritePaths={backup_dir}\n")
         host.run("systemctl", "daemon-reload")
         cursor = host.run("journalctl", "--show-cursor", "--lines", "0", "--quiet").stdout
         after = cursor.strip().rsplit("cursor: ", 1)[-1]
         started = time.monotonic()
         host.run("systemctl", "start", SERVICE, timeout=300)
-        timing(host.distro, "systemctl start torrust-backup.service, MySQL (s)",
+        timing(host.distro, f"systemctl start torrust-backup.service, {driver} (s)",
                time.monotonic() - started)
         assert host.show(SERVICE, "Result") == "success"
         [backup_set] = [p for p in backup_dir.iterdir() if (p / "manifest.json").exists()]
         manifest = json.loads((backup_set / "manifest.json").read_text())
-        assert manifest["database"]["driver"] == "mysql"
+        assert manifest["database"]["driver"] == driver
+        assert manifest["verification"]["outcome"] == "passed"
         committed = [e for e in events(host, "backup_committed")
                      if e["BACKUP_ID"] == backup_set.name]
         assert len(committed) == 1
-        assert committed[0]["DB_DRIVER"] == "mysql"
+        assert committed[0]["DB_DRIVER"] == driver
         assert int(committed[0]["BACKUP_BYTES"]) == sum(a["size"] for a in manifest["artifacts"])
         assert float(committed[0]["TRACKER_DOWNTIME_SEC"]) == manifest["downtime_seconds"]
-        timing(host.distro, "tracker downtime under systemd, MySQL (s)",
+        timing(host.distro, f"tracker downtime under systemd, {driver} (s)",
                manifest["downtime_seconds"])
         everything = host.run("journalctl", "--no-pager", "--output", "json",
                               f"--after-cursor={after}").stdout
-        assert testbed.MYSQL_USER_PASSWORD not in everything
-        assert "root-secret-pw" not in everything
+        for password in SERVER_PASSWORDS[driver]:
+            assert password not in everything
     finally:
         host.write("/etc/torrust-maint/torrust-maint.toml", sqlite_config)
         # A ReadWritePaths= entry that no longer exists would stop the unit from starting.
-        host.run("rm", "-f", f"/etc/systemd/system/{SERVICE}.d/backup-directory-mysql.conf")
+        host.run("rm", "-f", drop_in)
         host.run("systemctl", "daemon-reload")
         with compose_project(project):
             tracker.down()
