@@ -42,7 +42,6 @@ from standin_tracker import (  # noqa: E402
 )
 
 RECORD = ".torrust-maint-restore.json"
-SHADOW_SCHEMAS = {postgresql_engine.NEW_SCHEMA, postgresql_engine.OLD_SCHEMA}
 ALL_TABLES = sorted([*POSTGRESQL_TABLES, "_sqlx_migrations"])
 MIGRATION_VERSIONS = [version for version, _ in POSTGRESQL_MIGRATIONS]
 TRAILER = b"-- PostgreSQL database dump complete"
@@ -54,6 +53,10 @@ PG_HBA = "/var/lib/postgresql/data/pg_hba.conf"
 
 def docker(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], check=check, capture_output=True, **kwargs)
+
+
+def container_id(name: str) -> str:
+    return docker("container", "inspect", "--format", "{{.Id}}", name, text=True).stdout.strip()
 
 
 def container_address(name: str) -> str:
@@ -140,9 +143,26 @@ def schemas(tracker) -> set[str]:
     return {row[0] for row in rows}
 
 
+def public_metadata(tracker) -> tuple:
+    """Owner, comment and privileges of schema public."""
+    connection = tracker.postgres_connect()
+    try:
+        return connection.execute(
+            "SELECT nspowner::regrole::text, obj_description(oid, 'pg_namespace'), "
+            "nspacl::text FROM pg_namespace WHERE nspname = 'public'").fetchone()
+    finally:
+        connection.close()
+
+
 def stopped_seqs(tracker) -> list[int]:
     """The last seq each clean stop of the stand-in committed, in order."""
     return [int(n) for n in re.findall(r"standin: stopped seq=(\d+)", tracker.logs())]
+
+
+def restart_count(tracker) -> int:
+    """How often docker restarted the tracker container (after a crash)."""
+    return int(docker("container", "inspect", "--format", "{{.RestartCount}}",
+                      tracker.container_name, text=True).stdout)
 
 
 def started_at(tracker) -> str:
@@ -158,7 +178,8 @@ def backup_directory(tracker) -> Path:
 
 
 class CommandLines:
-    """Every command line on the host, sampled every 10 ms while the block runs."""
+    """Every command line on the host (/proc/*/cmdline, what `ps` shows), sampled every
+    10 ms while the block runs."""
 
     def __init__(self):
         self.seen: set[str] = set()
@@ -168,8 +189,15 @@ class CommandLines:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            self.seen.update(ps.splitlines())
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                            argv = handle.read()
+                    except OSError:  # gone meanwhile
+                        continue
+                    self.seen.add(argv.rstrip(b"\0").replace(b"\0", b" ").decode(
+                        errors="replace"))
             self.samples += 1
             time.sleep(0.01)
 
@@ -263,6 +291,7 @@ def test_backup_holds_exactly_the_committed_state_and_restores_it(make_stack, fr
     tracker = make_stack(driver="postgresql", postgres_version=version)
     tracker.wait_for_writes(300)
     config = write_config(tracker)
+    metadata = public_metadata(tracker)
 
     done = run_cli(config, "backup")
 
@@ -323,8 +352,9 @@ def test_backup_holds_exactly_the_committed_state_and_restores_it(make_stack, fr
     # duplicate id (and docker would restart it, printing another startup).
     tracker.wait_for_writes(n + 100)
     assert tracker.startup_seqs() == [0, n, n]
-    assert tracker.state()["RestartCount"] == 0 and tracker.running()
+    assert restart_count(tracker) == 0 and tracker.running()
     assert schemas(tracker) == {"public"}, "no shadow or set-aside schema may stay"
+    assert public_metadata(tracker) == metadata, "the swap changes no owner, comment or grant"
     assert not (backup_directory(tracker) / RECORD).exists()
     sets = list_sets(config)
     assert [s["id"] for s in sets][0] == made["id"] and len(sets) == 2
@@ -352,7 +382,10 @@ def test_backup_holds_exactly_the_committed_state_and_restores_it(make_stack, fr
 def test_the_password_is_never_on_a_command_line_or_in_output(make_stack):
     tracker = make_stack(driver="postgresql", postgres_version=17)
     tracker.wait_for_writes(100)
-    config = write_config(tracker)
+    # The backups skip their verification (the restore checks the set it loads, and verifies
+    # its safety set in a throwaway server): the test stays short.
+    config = write_config(tracker, extra="[verify]\nafter_backup = false\n")
+    server = container_id(tracker.postgres_container_name)
     runs = []
 
     with CommandLines() as watched:
@@ -368,21 +401,21 @@ def test_the_password_is_never_on_a_command_line_or_in_output(make_stack):
 
     assert plain["database"]["dump_login"] == "local socket, no password"
     assert forced["database"]["dump_login"] == "local socket, password from the environment"
-    assert forced["verification"]["outcome"] == "passed"
     safety = list_sets(config)[-1]
     assert safety["kind"] == "safety"
     assert safety["database"]["dump_login"] == "local socket, password from the environment"
     assert safety["verification"]["outcome"] == "passed"
-    # The watcher saw the dumps and the restore's import: each takes the password (where it
-    # needs one) from the docker CLI's environment, by name.
-    dumps = [c for c in watched.seen if "pg_dump --snapshot=" in c]
-    assert dumps, f"the watcher must have seen a dump's command line ({watched.samples} samples)"
-    assert any("--env PGPASSWORD" in c for c in dumps + [
-        c for c in watched.seen if "psql" in c and tracker.postgres_container_name in c]), \
-        "the watcher must have seen a client tool given the password by name"
-    ours = [c for c in watched.seen if tracker.postgres_container_name in c
+    # The watcher saw this stack's dumps (docker exec names the container by its id), the
+    # password-path ones handing the password over by name only.
+    ours = [c for c in watched.seen
+            if server in c or tracker.postgres_container_name in c
             or "torrust-maint-verify-" in c]
-    assert not [c for c in ours if re.search(r"PASSWORD=", c)], ours
+    dumps = [c for c in ours if "pg_dump --snapshot=" in c and c.startswith("docker exec")]
+    assert dumps, f"the watcher must have seen a dump's command line ({watched.samples} samples)"
+    assert any("--env PGPASSWORD " in c for c in ours
+               if c.startswith("docker exec") and server in c), \
+        "the watcher must have seen a client tool of this stack given the password by name"
+    assert not [c for c in ours if "PASSWORD=" in c], ours
     texts = [*watched.seen, json.dumps(list_sets(config))]
     for done in runs:
         texts += [done.stdout, done.stderr]
@@ -437,12 +470,12 @@ def test_rejected_credentials_fail_before_the_window(make_stack):
 def test_a_dump_with_an_altered_row_fails_verification_and_is_not_restored(make_stack):
     tracker = make_stack(driver="postgresql", postgres_version=17)
     tracker.wait_for_writes(200)
-    config = write_config(tracker)
+    # The set's own verification is skipped (test 1 shows sets verify): only the copy is.
+    config = write_config(tracker, extra="[verify]\nafter_backup = false\n")
     assert run_cli(config, "backup").returncode == 0
     [good] = list_sets(config)
     directory = backup_directory(tracker)
     tampered = tamper_copy(good, directory, "torrents")
-    assert run_cli(config, "verify", good["id"]).returncode == 0  # the original is intact
 
     done = run_cli(config, "verify", tampered)
 

@@ -810,8 +810,11 @@ def print_plan(config: Config, deployment: Deployment, target: catalog.BackupSet
              else "would leave the stopped tracker stopped (--no-start)")
     echo("after the restart:")
     echo("  would export the state set aside into a safety set, commit and verify it")
-    echo("  would then remove the state set aside (a database SQLite cannot read is kept raw "
-         "in a set that retention never deletes)")
+    if isinstance(database, SqliteDatabase):
+        echo("  would then remove the state set aside (a database SQLite cannot read is kept "
+             "raw in a set that retention never deletes)")
+    else:
+        echo("  would then remove the state set aside")
 
 
 def _print_window(running: list[Container], database, with_config: bool,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from torrust_maint import notify
 from torrust_maint.compress import CHUNK
@@ -785,6 +786,7 @@ def stage_restore(docker: Docker, database: PostgresqlDatabase, artifact, compre
                        _prefixed(header, chunks), progress)
         notify.status(f"restore: schema {NEW_SCHEMA} loaded, checking it")
         connection = swap._connection()
+        take_over_public(connection)
         try:
             counts, checksums, versions = table_summary(lambda sql: _rows(connection, sql),
                                                         NEW_SCHEMA)
@@ -800,6 +802,25 @@ def stage_restore(docker: Docker, database: PostgresqlDatabase, artifact, compre
         swap.close()
         raise
     return swap
+
+
+def take_over_public(connection: psycopg.Connection) -> None:
+    """Give the shadow schema the owner and comment of the live `public` (PostgreSQL 15+:
+    pg_database_owner, "standard public schema"), so a swap changes no schema metadata. Where
+    the user may not hand it over, it keeps it (it owns what it restored) and says so."""
+    [(owner, comment)] = _rows(
+        connection, "SELECT n.nspowner::regrole::text, "
+                    "pg_catalog.obj_description(n.oid, 'pg_namespace') "
+                    "FROM pg_catalog.pg_namespace n WHERE n.nspname = %s", (SCHEMA,))
+    try:
+        connection.execute(psycopg.sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(
+            psycopg.sql.Identifier(NEW_SCHEMA), psycopg.sql.SQL(owner)))
+        if comment is not None:
+            connection.execute(psycopg.sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                psycopg.sql.Identifier(NEW_SCHEMA), psycopg.sql.Literal(comment)))
+    except psycopg.Error as error:
+        log.warning("the restored schema keeps its owner (the tracker's user), not %s: %s",
+                    owner, str(error).strip())
 
 
 def _prefixed(first: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
