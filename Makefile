@@ -3,7 +3,7 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: help testbed test unit integration test-system test-reliability host-images deb lint-deb demo demo-down bench bench-offsite lint typecheck clean
+.PHONY: help testbed test unit integration test-system test-reliability host-images deb lint-deb demo demo-down bench bench-offsite bench-postgresql lint typecheck clean
 
 help:
 	@echo "make demo        a real maintenance window and a restore against a demo deployment"
@@ -85,6 +85,14 @@ bench-offsite:
 	$(PYTHON) -m bench.offsite_dedup
 	$(PYTHON) -m bench.offsite_dedup --hot-fraction 0.05 --repeats 3 \
 	    --out bench/results/offsite-dedup-hot.json
+
+# The PostgreSQL window (docs/postgresql-bench.md): backup downtime and in-window snapshot time
+# at the stand-in's few thousand rows and at a 1 GiB database (pg_database_size), side by side
+# with the deployer's `pg_dump | gzip` in a stopped window and a bare stop+start (medians of
+# 3), and plain vs custom dump formats through zstd. Reports only; results go to
+# bench/results/postgresql-window.json. Run it on an otherwise idle machine.
+bench-postgresql: testbed
+	$(PYTHON) -m bench.postgresql_window
 
 lint:
 	ruff check torrust_maint tests

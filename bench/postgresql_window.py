@@ -102,7 +102,9 @@ def seed(tracker: TrackerStack, target_bytes: int) -> dict:
     """With the tracker stopped: torrents rows until pg_database_size >= target_bytes."""
     connection = tracker.postgres_connect()
     started = time.monotonic()
-    inserted, batch, first = 0, FIRST_BATCH_ROWS, 1
+    # The first batch about half of what target_bytes holds (a row costs about 190 bytes).
+    inserted, first = 0, 1
+    batch = min(FIRST_BATCH_ROWS, max(10_000, target_bytes // 400))
     with connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = off")
         cursor.execute("SELECT pg_database_size(current_database())")
@@ -169,7 +171,8 @@ def ours(config: Path) -> dict:
             **{f"{name}_s": phases.get(name)
                for name in ("stop", "snapshot", "start", "wait_healthy", "export", "total")},
             "dump_bytes": database["uncompressed_size"], "zst_bytes": database["size"],
-            "torrents_rows": backup["database"]["tables"].get("torrents")}
+            "torrents_rows": backup["database"]["tables"].get("torrents"),
+            "warnings": backup["database"].get("warnings", []) + backup.get("warnings", [])}
 
 
 def deployer(tracker: TrackerStack, directory: Path) -> dict:
@@ -259,14 +262,14 @@ def machine(tracker: TrackerStack) -> dict:
         "ram_bytes": ram_kib * 1024,
         "disk": {"path": str(ROOT), "device": source, "fstype": fstype, "size_bytes": int(size),
                  "avail_bytes": int(avail),
-                 "rotational": (rotational.read_text().strip() == "1"
-                                if rotational.exists() else None)},
+                 "kernel_says_rotational": (rotational.read_text().strip() == "1"
+                                            if rotational.exists() else None)},
         "kernel": platform.release(), "os": pretty.group(1) if pretty else None,
         "docker_version": run("docker", "version", "--format", "{{.Server.Version}}"),
         "docker_storage_driver": docker_info.get("Driver"),
         "postgresql_version": query(tracker, "SELECT version()")[0][0],
         "postgresql_settings": dict(query(
-            tracker, "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
+            tracker, "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
             "('shared_buffers', 'max_wal_size', 'synchronous_commit', 'fsync') ORDER BY 1")),
         "pg_dump_version": run("docker", "exec", tracker.postgres_container_name, "pg_dump",
                                "--version"),
@@ -295,7 +298,8 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def measure_size(size_text: str, size: int | None, args, formats: bool) -> dict:
+def measure_size(size_text: str, size: int | None, args, formats: bool, document: dict) -> dict:
+    """One stack of `size`: the trials (and the formats), torn down afterwards."""
     label = f"postgresql{args.version}-{size_text.lower()}"
     started = time.monotonic()
     print(f"[{size_text}] building the stack ({label})", flush=True)
@@ -355,6 +359,7 @@ def measure_size(size_text: str, size: int | None, args, formats: bool) -> dict:
             "ours_downtime_over_deployer": ratio(medians["ours"]["downtime_s"],
                                                  medians["deployer"]["downtime_s"]),
         }
+        document.setdefault("machine", result["machine"])
         if formats:
             result["formats"] = measure_formats(tracker, size_text, work, args.trials)
         result["db_bytes_after"] = database_size(tracker)
@@ -368,10 +373,12 @@ def measure_size(size_text: str, size: int | None, args, formats: bool) -> dict:
 
 
 def measure_formats(tracker: TrackerStack, size_text: str, work: Path, trials: int) -> dict:
-    """Each variant `trials` times, round by round (the tracker serving meanwhile)."""
+    """Each variant `trials` times, round by round, each round starting with the next
+    variant (the tracker serving meanwhile)."""
     found: dict[str, list[dict]] = {name: [] for name, _, _ in FORMATS}
     for trial in range(1, trials + 1):
-        for name, options, outer in FORMATS:
+        turn = (trial - 1) % len(FORMATS)  # each round starts with the next variant
+        for name, options, outer in FORMATS[turn:] + FORMATS[:turn]:
             one = dump_format(tracker, options, outer, work)
             found[name].append(one)
             print(f"[{size_text}] format trial {trial}/{trials} {name:<14} "
@@ -471,7 +478,8 @@ def main() -> int:
           f"stop+start; {args.trials} trials each, sizes {args.sizes}", flush=True)
     for index, (text, size) in enumerate(sizes):
         result = measure_size(text, size, args,
-                              formats=not args.no_formats and index == largest)
+                              formats=not args.no_formats and index == largest,
+                              document=document)
         document["runs"].append(result)
         document["snapshot_scaling"] = snapshot_scaling(document["runs"])
         document["wall_seconds"] = time.monotonic() - started
