@@ -12,6 +12,8 @@ APT_PACKAGES=(
     apprise python3-pystemd python3-tqdm python3-aiosmtpd
     # issue 11: off-site copies through restic; sftp's client for restic's sftp backend
     restic openssh-client
+    # issue 13: cron schedules checked against cron's next runs
+    python3-croniter
     # make deb / make test-system: build the .deb, lintian, logrotate -d, systemd-analyze
     build-essential debhelper dh-python pybuild-plugin-pyproject python3-all
     python3-setuptools python3-wheel lintian logrotate systemd
