@@ -270,3 +270,38 @@ def test_unprivileged_and_without_a_bus(host: Host):
     assert nowhere == {"units": None, "next_backup": None}
     assert host.run("systemctl", "is-enabled", TIMER, check=False).stdout.strip() == "disabled"
     assert host.run("systemctl", "is-active", TIMER, check=False).stdout.strip() == "inactive"
+
+
+LEGACY_CRON = "/etc/cron.d/tracker-backup"
+LEGACY_LINE = ("0 3 * * * root cd /opt/torrust && /usr/local/bin/maintenance-backup.sh "
+               ">> /var/log/tracker-backup.log 2>&1\n")
+
+
+def test_a_legacy_cron_backup_beside_the_timer_is_reported(host: Host):
+    """postinst, `check` and `status` on a host that still has the cron-based backup: before
+    the timer is enabled they say to disable the cron line first; with both active, that the
+    host runs two maintenance windows a night."""
+    host.write(LEGACY_CRON, "SHELL=/bin/bash\n" + LEGACY_LINE)
+    try:
+        reconfigured = host.run("dpkg-reconfigure", "torrust-maint")
+        assert f"still scheduled in: {LEGACY_CRON}" in reconfigured.stderr
+        assert "comment out that cron line before" in reconfigured.stderr
+        checked = host.run("torrust-maint", "check", check=False)
+        assert f"warning: the legacy cron backup is still active ({LEGACY_CRON}:2" \
+            in checked.stdout
+        host.run("systemctl", "enable", TIMER)
+        reconfigured = host.run("dpkg-reconfigure", "torrust-maint")
+        assert "TWO maintenance windows" in reconfigured.stderr
+        status = host.run("torrust-maint", "status", check=False)
+        assert status.returncode == 1
+        assert "UNHEALTHY: two maintenance windows a night" in status.stdout
+        assert f"legacy cron backup: active in {LEGACY_CRON}:2" in status.stdout
+        checked = host.run("torrust-maint", "check", check=False)
+        assert checked.returncode == 2
+        assert "two maintenance windows a night" in checked.stderr
+        assert "systemctl disable --now torrust-backup.timer" in checked.stderr
+    finally:
+        host.run("systemctl", "disable", TIMER)
+        host.run("rm", "-f", LEGACY_CRON)
+    assert "two maintenance windows" not in host.run("torrust-maint", "status",
+                                                     check=False).stdout

@@ -57,6 +57,18 @@ def check_postgresql(database, docker: Docker, echo: Callable[[str], None]) -> l
     return []
 
 
+def check_legacy_cron(echo: Callable[[str], None]) -> list[str]:
+    """The cron-based backup still scheduled: a problem next to an enabled timer (two windows
+    a night), a warning before the timer is enabled."""
+    from torrust_maint import legacy_cron
+
+    problems, notes = legacy_cron.warnings(legacy_cron.find_jobs(),
+                                           legacy_cron.timer_enabled())
+    for note in notes:
+        echo(f"warning: {note}")
+    return problems
+
+
 SYSTEMD_RUNNING = Path("/run/systemd/system")  # as sd_booted(3) tells
 # The scheduled units, sandboxed with ProtectSystem=strict (see systemd/).
 BACKUP_UNIT = "torrust-backup.service"
@@ -283,6 +295,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
     problems.extend(check_sandbox(config, deployment, echo))
     problems.extend(check_window_marker(directory, echo))
     problems.extend(check_interrupted_restore(directory))
+    problems.extend(check_legacy_cron(echo))
     if problems:
         raise ConfigError(problems)
     echo("check: ok")

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, lock, restore_record, safefs, state, systemd_units
+from torrust_maint import catalog, legacy_cron, lock, restore_record, safefs, state, systemd_units
 from torrust_maint.config import Config
 from torrust_maint.errors import EXIT_FAILED, EXIT_OK
 from torrust_maint.lock import pid_alive
@@ -51,7 +51,15 @@ def gather(config: Config) -> dict:
         "max_age_seconds": config.status.max_age,
         "offsite": offsite_status(config, passed),
         "systemd": systemd_units.units(),  # None when systemd cannot be asked
+        "legacy_cron": legacy_cron_status(),
     }
+
+
+def legacy_cron_status() -> dict:
+    """The cron-based backup's active lines and whether our timer is enabled beside them."""
+    jobs = legacy_cron.find_jobs()
+    return {"jobs": [job.describe() for job in jobs],
+            "timer_enabled": legacy_cron.timer_enabled()}
 
 
 def offsite_status(config: Config, passed: list[catalog.BackupSet]) -> dict | None:
@@ -217,6 +225,11 @@ def problems(data: dict) -> list[str]:
     if data.get("state_error"):
         found.append(data["state_error"])
     found += offsite_problems(data.get("offsite"), data["max_age_seconds"])
+    legacy = data.get("legacy_cron") or {}
+    if legacy.get("jobs") and legacy.get("timer_enabled"):
+        found.append(f"two maintenance windows a night: the legacy cron backup "
+                     f"({'; '.join(legacy['jobs'])}) and {legacy_cron.TIMER} are both active; "
+                     "`torrust-maint check` says what to run")
     return found
 
 
@@ -282,6 +295,8 @@ def lines(data: dict) -> list[str]:
         out.append(f"INTERRUPTED RESTORE: {data['pending_restore']['text']}")
     out += offsite_lines(data.get("offsite"))
     out += systemd_lines(data.get("systemd"))
+    out += [f"legacy cron backup: active in {job}" for job in
+            (data.get("legacy_cron") or {}).get("jobs", [])]
     out += [f"UNHEALTHY: {problem}" for problem in data.get("problems", [])]
     out += [f"raw set {set_id}: raw files of a database from before a restore that could not "
             "be exported; never pruned (remove it by hand once you no longer need it)"
