@@ -175,3 +175,11 @@ def test_the_credential_fallback_is_the_text_restic_py_treats_as_missing():
     for name in ("torrust-offsite.service", "torrust-offsite-check.service"):
         fallback = unit(name)["Service"]["SetCredential"]
         assert fallback == f"{restic.CREDENTIAL}:{restic.CREDENTIAL_UNSET}"
+
+
+def test_logrotate_covers_the_legacy_cron_log():
+    """The log the cron-based backup appended to forever is rotated once the package is in."""
+    text = (REPO / "logrotate/torrust-maint").read_text()
+    stanza = text.split("/var/log/tracker-backup.log {", 1)[1].split("}", 1)[0]
+    assert "missingok" in stanza and "rotate 12" in stanza
+    assert "copytruncate" not in stanza
