@@ -218,13 +218,18 @@ def seconds(value: float | None, width: int, digits: int = 3) -> str:
 
 
 def write_results(path: Path, results: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "trials": TRIALS, "target_ratio": TARGET_RATIO,
         "target": "restore downtime within 1.5x a bare stop+start of the tracker",
         "cpus": os.cpu_count(), "runs": results,
     }
+    write_json(path, document)
+
+
+def write_json(path: Path, document: dict) -> None:
+    """Write a results document in one rename: a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document, indent=2) + "\n")
     os.replace(temporary, path)

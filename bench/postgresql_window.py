@@ -43,7 +43,7 @@ from pathlib import Path
 
 import zstandard
 
-from bench.downtime import REPO, ROOT, bare_restart, cli, list_sets, median
+from bench.downtime import REPO, ROOT, bare_restart, cli, list_sets, median, write_json
 from tests.testbed.stack import POSTGRES_USER, TrackerStack
 
 SMALL_TRANSACTIONS = 3000  # "small": the stand-in's own rows after this many transactions
@@ -441,13 +441,6 @@ def snapshot_scaling(results: list[dict]) -> dict | None:
             "db_bytes_ratio": largest["seeded"]["db_bytes"] / smallest["seeded"]["db_bytes"]}
 
 
-def write_results(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,1GiB",
@@ -483,7 +476,7 @@ def main() -> int:
         document["runs"].append(result)
         document["snapshot_scaling"] = snapshot_scaling(document["runs"])
         document["wall_seconds"] = time.monotonic() - started
-        write_results(args.out, document)
+        write_json(args.out, document)
     print_summary(document["runs"])
     scaling = document["snapshot_scaling"]
     if scaling and scaling["ratio"] is not None:

@@ -106,10 +106,16 @@ def compressed_writer(directory: Path, name: str, stem: str, compression: str,
     artifact.uncompressed_size = counting.size
 
 
+def read_chunks(source) -> Iterator[bytes]:
+    """A stream's bytes, CHUNK at a time, to its end."""
+    while chunk := source.read(CHUNK):
+        yield chunk
+
+
 def copy_stream(source: BinaryIO, target, progress=None) -> int:
     """Copy a binary stream in 1 MiB chunks; return the bytes copied."""
     total = 0
-    while chunk := source.read(CHUNK):
+    for chunk in read_chunks(source):
         target.write(chunk)
         total += len(chunk)
         if progress:

@@ -8,6 +8,7 @@ import tomllib
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from torrust_maint import safefs
 from torrust_maint.config import DeploymentConfig
@@ -40,8 +41,9 @@ class SqliteDatabase:
 
 
 @dataclass(frozen=True)
-class MysqlDatabase:
-    """The tracker's MySQL/MariaDB database: its container, address and credentials."""
+class ServerDatabase:
+    """A database server's database the tracker uses: its container, address and
+    credentials (the subclass names the driver)."""
 
     container: Container
     host: str
@@ -51,33 +53,28 @@ class MysqlDatabase:
     password: str = field(repr=False)
     credentials_origin: str = ""
 
-    driver = "mysql"
+    driver = ""
 
     def describe(self) -> str:
-        return (f"mysql database {self.database!r} as user {self.user!r} in container "
+        return (f"{self.driver} database {self.database!r} as user {self.user!r} in container "
                 f"{self.container.name} ({self.host}:{self.port})")
 
 
 @dataclass(frozen=True)
-class PostgresqlDatabase:
-    """The tracker's PostgreSQL database: its container, address and credentials."""
+class MysqlDatabase(ServerDatabase):
+    """The tracker's MySQL/MariaDB database."""
 
-    container: Container
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str = field(repr=False)
-    credentials_origin: str = ""
+    driver = "mysql"
+
+
+@dataclass(frozen=True)
+class PostgresqlDatabase(ServerDatabase):
+    """The tracker's PostgreSQL database."""
 
     driver = "postgresql"
 
-    def describe(self) -> str:
-        return (f"postgresql database {self.database!r} as user {self.user!r} in container "
-                f"{self.container.name} ({self.host}:{self.port})")
 
-
-ServerDatabase = MysqlDatabase | PostgresqlDatabase
+ServerT = TypeVar("ServerT", bound=ServerDatabase)
 
 
 @dataclass(frozen=True)
@@ -408,10 +405,10 @@ def _postgresql_credentials(sources, toml_source, toml_origin: str) -> tuple[dic
             " and ".join(sorted(origins)))
 
 
-def _server_database(kind: type[MysqlDatabase] | type[PostgresqlDatabase],
+def _server_database(kind: type[ServerT],
                      settings: DeploymentConfig, containers: list[Container],
                      tracker: Container, credentials: dict, origin: str,
-                     compose_dir: Path) -> MysqlDatabase | PostgresqlDatabase:
+                     compose_dir: Path) -> ServerT:
     """The database server's container, found by compose service, reached at its address on
     a network it shares with the tracker."""
     service = settings.database_service or DEFAULT_SERVICES[kind.driver]

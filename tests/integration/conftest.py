@@ -7,14 +7,17 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.testbed import stack as testbed
+from torrust_maint.compress import compressed_writer, open_decompressed
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = "/usr/bin/python3"
@@ -105,3 +108,34 @@ def tree(directory: Path) -> dict[str, tuple[int, int]]:
         info = path.lstat()
         found[str(path.relative_to(directory))] = (info.st_size, info.st_mtime_ns)
     return found
+
+
+COPIED_SET_ID = "20000101T000000Z"  # older than any real set
+
+
+def copy_with_dump(source: dict, directory: Path, rewrite: Callable[[bytes], bytes], *,
+                   fresh_verdict: bool = False) -> str:
+    """A copy of a listed set whose database dump is rewrite(dump), recompressed, with the
+    manifest's size and sha256 fixed: the artifact check passes and only the data can tell.
+    fresh_verdict: the original's verification is not carried over. Its id."""
+    target = directory / COPIED_SET_ID
+    shutil.copytree(source["path"], target)
+    manifest_path = target / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(a for a in manifest["artifacts"] if a["name"] == "database")
+    with open_decompressed(target / entry["path"], entry["compression"]) as stream:
+        dump = stream.read()
+    rewritten = rewrite(dump)
+    assert rewritten != dump, "the rewrite changed nothing"
+    (target / entry["path"]).unlink()
+    with compressed_writer(target, "database", "database.sql", entry["compression"]) as (
+            stream, written):
+        stream.write(rewritten)
+    assert written.path == entry["path"]
+    entry.update(written.to_manifest())
+    manifest["id"] = COPIED_SET_ID
+    if fresh_verdict:
+        manifest["verification"] = None
+        manifest["verification_attempt"] = None
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return COPIED_SET_ID

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,13 +23,13 @@ import pytest
 
 from tests.integration.conftest import (
     REPO,
+    copy_with_dump,
     decompress,
     list_sets,
     run_cli,
     write_config,
 )
 from tests.testbed.stack import POSTGRES_USER, POSTGRES_USER_PASSWORD
-from torrust_maint.compress import compressed_writer, open_decompressed
 from torrust_maint.engines import postgresql as postgresql_engine
 
 sys.path.insert(0, str(REPO / "tests/testbed"))
@@ -255,30 +254,15 @@ def alter_one_row(dump: bytes, table: str) -> tuple[bytes, bytes, bytes]:
 
 
 def tamper_copy(source: dict, directory: Path, table: str) -> str:
-    """A copy of a set whose dump holds one altered value of `table` (same row count),
-    recompressed, its manifest's size and sha256 fixed: the artifact check passes and only
-    the data can tell."""
-    set_id = "20000101T000000Z"  # older than any real set
-    target = directory / set_id
-    shutil.copytree(source["path"], target)
-    manifest_path = target / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = next(a for a in manifest["artifacts"] if a["name"] == "database")
-    with open_decompressed(target / entry["path"], entry["compression"]) as stream:
-        dump = stream.read()
-    altered, old_row, new_row = alter_one_row(dump, table)
-    assert old_row != new_row and altered != dump
-    (target / entry["path"]).unlink()
-    with compressed_writer(target, "database", "database.sql", entry["compression"]) as (
-            stream, written):
-        stream.write(altered)
-    assert written.path == entry["path"]
-    entry.update(written.to_manifest())
-    manifest["id"] = set_id
-    manifest["verification"] = None  # the original's verdict is not this set's
-    manifest["verification_attempt"] = None
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    return set_id
+    """A copy of a set whose dump holds one altered value of `table` (same row count), its
+    artifact checksums fixed: only the data can tell."""
+
+    def alter(dump: bytes) -> bytes:
+        altered, old_row, new_row = alter_one_row(dump, table)
+        assert old_row != new_row
+        return altered
+
+    return copy_with_dump(source, directory, alter, fresh_verdict=True)
 
 
 # -- a backup under continuous writes, loaded elsewhere, restored -----------------------------

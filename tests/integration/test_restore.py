@@ -24,6 +24,7 @@ import pytest
 
 from tests.integration.conftest import (
     REPO,
+    copy_with_dump,
     decompress,
     list_sets,
     run_cli,
@@ -32,7 +33,6 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_verify_restore import backup, live_state
 from tests.reliability.support import FaultRun
-from torrust_maint.compress import compressed_writer, open_decompressed
 
 sys.path.insert(0, str(REPO / "tests/testbed"))
 from standin_tracker import expected_state, read_state  # noqa: E402
@@ -205,27 +205,14 @@ def shrink_tmpfs(directory: Path, free: int) -> None:
 
 def craft_failing_dump_set(source: dict, directory: Path) -> str:
     """A copy of a MySQL set whose dump breaks in the middle (after the tables keys,
-    torrent_aggregate_metrics and torrents, before whitelist), recompressed, with the
-    manifest's checksums updated to match: only the import can tell."""
-    set_id = "20000101T000000Z"  # older than any real set
-    target = directory / set_id
-    shutil.copytree(source["path"], target)
-    manifest_path = target / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    entry = next(a for a in manifest["artifacts"] if a["name"] == "database")
-    with open_decompressed(target / entry["path"], entry["compression"]) as stream:
-        dump = stream.read()
+    torrent_aggregate_metrics and torrents, before whitelist): only the import can tell."""
     marker = b"\n--\n-- Table structure for table `whitelist`\n"
-    assert dump.count(marker) == 1, "the dump's layout changed: no place to break it"
-    dump = dump.replace(marker, b"\nINSERT INTO `torrents` VALUES (garbage;\n" + marker)
-    (target / entry["path"]).unlink()
-    with compressed_writer(target, "database", "database.sql", "zstd") as (stream, written):
-        stream.write(dump)
-    assert written.path == entry["path"]
-    entry.update(written.to_manifest())
-    manifest["id"] = set_id
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    return set_id
+
+    def break_it(dump: bytes) -> bytes:
+        assert dump.count(marker) == 1, "the dump's layout changed: no place to break it"
+        return dump.replace(marker, b"\nINSERT INTO `torrents` VALUES (garbage;\n" + marker)
+
+    return copy_with_dump(source, directory, break_it)
 
 
 # -- a live database that cannot be exported is kept raw ------------------------------------

@@ -33,7 +33,7 @@ from typing import cast
 import pymysql
 
 from torrust_maint import notify
-from torrust_maint.compress import CHUNK
+from torrust_maint.compress import CHUNK, read_chunks
 from torrust_maint.deployment import MysqlDatabase
 from torrust_maint.docker import Docker
 from torrust_maint.engines import containers
@@ -703,11 +703,6 @@ class ChunkReader:
         return out
 
 
-def _stream_chunks(source) -> Iterator[bytes]:
-    while chunk := source.read(CHUNK):
-        yield chunk
-
-
 def base_tables(connection, database: str) -> list[str]:
     """The database's base tables, by name."""
     with connection.cursor() as cursor:
@@ -870,7 +865,7 @@ def stage_restore(docker: Docker, database: MysqlDatabase, artifact, compression
             with open_decompressed(artifact, compression) as source, Progress(
                     f"restore: importing the dump into shadow tables ({compression})",
                     size) as progress:
-                renamed = rename_tables(_stream_chunks(source), lambda t: NEW_PREFIX + t, seen)
+                renamed = rename_tables(read_chunks(source), lambda t: NEW_PREFIX + t, seen)
                 import_dump(docker, database.container.id, client, f"/tmp/{option_name}",
                             database.database, ChunkReader(renamed), progress)
         finally:

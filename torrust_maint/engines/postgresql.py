@@ -35,7 +35,7 @@ import psycopg
 import psycopg.sql
 
 from torrust_maint import notify
-from torrust_maint.compress import CHUNK
+from torrust_maint.compress import read_chunks
 from torrust_maint.deployment import PostgresqlDatabase
 from torrust_maint.docker import Docker
 from torrust_maint.engines import containers
@@ -60,7 +60,12 @@ OLD_SCHEMA = "torrust_maint_old"  # the schema a restore set aside: the state fr
 SNAPSHOT_TIMEOUT = 15  # default of [deployment] snapshot_timeout
 PREFLIGHT_TIMEOUT = 30  # seconds a server may take to answer before the window
 POLL_SECONDS = 0.05  # how often a bounded wait looks for a held-back signal
-DUMP_OPTIONS = ("--format=plain", f"--schema={SCHEMA}", "--no-owner", "--no-privileges")
+def dump_options(schema: str = SCHEMA) -> tuple[str, ...]:
+    """pg_dump's options for one schema: plain SQL, without owners and grants."""
+    return ("--format=plain", f"--schema={schema}", "--no-owner", "--no-privileges")
+
+
+DUMP_OPTIONS = dump_options()
 TRAILER = b"-- PostgreSQL database dump complete"
 STDERR_DRAIN_TIMEOUT = 10
 # Text forms that do not depend on the server's or the session's settings: the same rows give
@@ -262,11 +267,6 @@ def rename_schema(chunks: Iterable[bytes], source: str, target: str,
         yield line_out(pending).rstrip(b"\n")
 
 
-def _stream_chunks(source) -> Iterator[bytes]:
-    while chunk := source.read(CHUNK):
-        yield chunk
-
-
 def table_summary(run_query: Callable[[str], list[tuple]], schema: str
                   ) -> tuple[dict[str, int], dict[str, int], list[int]]:
     """Row counts and checksums of every table of `schema`, and the versions in its
@@ -384,8 +384,7 @@ class PostgresqlSnapshot:
     def export_to(self, stream, progress: Callable[[int], None] | None = None) -> None:
         """Stream pg_dump of the exported snapshot into `stream` (named schema public), check
         it complete, then count and checksum the same snapshot."""
-        argv = ["pg_dump", f"--snapshot={self.snapshot_id}", *DUMP_OPTIONS[:1],
-                f"--schema={self.schema}", *DUMP_OPTIONS[2:]]
+        argv = ["pg_dump", f"--snapshot={self.snapshot_id}", *dump_options(self.schema)]
         process = self.process = self.docker.exec_stream(
             self.database.container.id, argv, env=client_env(self.database, self.login))
         assert process.stdin and process.stdout and process.stderr
@@ -394,7 +393,7 @@ class PostgresqlSnapshot:
         stderr = process.stderr
         reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
         reader.start()
-        chunks = _stream_chunks(process.stdout)
+        chunks = read_chunks(process.stdout)
         if self.schema != SCHEMA:
             chunks = rename_schema(chunks, self.schema, SCHEMA, keep_create=True)
         total, tail = 0, b""
@@ -599,7 +598,7 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
         env = _throwaway_env(password)
         with open_decompressed(artifact, compression) as source, \
                 Progress(f"verify: loading the dump ({compression})", size) as progress:
-            import_sql(docker, name, env, rename_schema(_stream_chunks(source), SCHEMA, SCHEMA,
+            import_sql(docker, name, env, rename_schema(read_chunks(source), SCHEMA, SCHEMA,
                                                         keep_create=False), progress)
         try:
             counts, checksums, versions = table_summary(
@@ -780,7 +779,7 @@ def stage_restore(docker: Docker, database: PostgresqlDatabase, artifact, compre
         with open_decompressed(artifact, compression) as source, Progress(
                 f"restore: loading the dump into schema {NEW_SCHEMA} ({compression})",
                 size) as progress:
-            chunks = rename_schema(_stream_chunks(source), SCHEMA, NEW_SCHEMA,
+            chunks = rename_schema(read_chunks(source), SCHEMA, NEW_SCHEMA,
                                    keep_create=False)
             import_sql(docker, database.container.id, client_env(database, login),
                        _prefixed(header, chunks), progress)
@@ -827,12 +826,3 @@ def _prefixed(first: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield first
     yield from chunks
 
-
-def remove_staged(docker: Docker, database: PostgresqlDatabase,
-                  timeout: float = SNAPSHOT_TIMEOUT) -> None:
-    """What a restore killed before its swap staged: the shadow schema."""
-    swap = PostgresqlSwap(docker, database, [], timeout)
-    try:
-        swap.remove_incoming()
-    finally:
-        swap.close()
