@@ -86,6 +86,15 @@ def database_siblings(tracker) -> list[str]:
                   if p.name not in (database.name, database.name + "-journal"))
 
 
+def assert_carries_on_from(tracker, n: int) -> None:
+    """The tracker started on exactly transaction n and carries on from it: any gap or extra
+    row would show in the live tables."""
+    assert tracker.startup_seqs()[-1] == n, "the tracker must start on exactly the set"
+    tracker.wait_healthy(timeout=30)
+    n_live, state = live_state(tracker)
+    assert n_live >= n and state == expected_state(n_live)
+
+
 def without_lock(fingerprint: dict) -> dict:
     """A tree() minus the lock file, whose pid a locked run rewrites."""
     return {name: info for name, info in fingerprint.items() if name != LOCK}
@@ -237,10 +246,7 @@ def test_corrupt_live_sqlite_database_is_restored_over_and_kept_raw(make_stack, 
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"restored set {old['id']}" in done.stdout
-    assert tracker.startup_seqs()[-1] == n_old, "the tracker must start on exactly the set"
-    tracker.wait_healthy(timeout=30)
-    n_live, state = live_state(tracker)
-    assert n_live >= n_old and state == expected_state(n_live)
+    assert_carries_on_from(tracker, n_old)
 
     sets = list_sets(config)
     assert [s["id"] for s in sets][0] == old["id"] and len(sets) == 2

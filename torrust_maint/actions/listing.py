@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 
-from torrust_maint import catalog, offsite, restore_record
+from torrust_maint import catalog, legacy_backups, offsite, restore_record
 from torrust_maint.config import Config
 
 
@@ -31,6 +32,14 @@ def row(backup_set: catalog.BackupSet, offsite_sets: dict | None = None) -> str:
             f"{f'{downtime:.3f}s' if downtime is not None else '-':>9}  {state}")
 
 
+def legacy_row(legacy: legacy_backups.LegacySet) -> str:
+    """One line of the table for a backup the cron-based setup wrote."""
+    created = catalog.rfc3339(legacy.created_at)[:19].replace("T", " ")
+    files = " + ".join(catalog.printable(f.relative) for f in legacy.files)
+    return (f"{legacy.id:<20} {created:<20} {legacy.driver or '-':<10} {legacy.size:>12} "
+            f"{'-':>9}  legacy cron backup ({files}), {legacy.verification}")
+
+
 def _restored(backup_set: catalog.BackupSet) -> str:
     restore_of = ((backup_set.manifest or {}).get("pre_restore") or {}).get("restore_of")
     return catalog.printable(restore_of) if isinstance(restore_of, str) else "-"
@@ -40,22 +49,31 @@ def run(config: Config, *, as_json: bool = False, echo: Callable[[str], None] = 
     """Print the sets as a table, or as JSON (every odd character escaped); an interrupted
     restore is named after them (where the state from before it is kept)."""
     sets = catalog.list_sets(config.backup.directory)
+    legacy = legacy_backups.list_sets(config.backup.directory, config.state.directory)
     record = restore_record.read(config.backup.directory)
     uploaded = offsite.read_record(config.state.directory) if config.offsite.configured else {}
+    everything = merged(sets, legacy)
     if as_json:
-        echo(json.dumps([dict(s.to_json(), offsite=uploaded.get(s.id)) for s in sets],
+        echo(json.dumps([dict(s.to_json(), offsite=uploaded.get(s.id)) for s in everything],
                         indent=2))
         return 0
-    if not sets:
+    if not everything:
         echo(f"no backup sets in {config.backup.directory}")
     else:
         echo(f"{'ID':<20} {'CREATED (UTC)':<20} {'DRIVER':<10} {'SIZE':>12} {'DOWNTIME':>9}  "
              "STATE")
-        for backup_set in sets:
-            echo(row(backup_set, uploaded))
+        for found in everything:
+            echo(legacy_row(found) if isinstance(found, legacy_backups.LegacySet)
+                 else row(found, uploaded))
     if record is not None:
         echo(f"INTERRUPTED RESTORE: {catalog.printable(restore_record.describe(record))}")
     return 0
+
+
+def merged(sets: list[catalog.BackupSet], legacy: list[legacy_backups.LegacySet]) -> list:
+    """Own and legacy sets together, oldest first; sets without a readable time last."""
+    latest = dt.datetime.max.replace(tzinfo=dt.UTC)
+    return sorted([*sets, *legacy], key=lambda s: (s.created_at is None, s.created_at or latest))
 
 
 def run_offsite(config: Config, *, as_json: bool = False,

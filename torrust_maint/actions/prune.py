@@ -6,7 +6,7 @@ import logging
 import shutil
 from collections.abc import Callable
 
-from torrust_maint import catalog, retention
+from torrust_maint import catalog, legacy_backups, retention
 from torrust_maint.config import Config
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
@@ -15,12 +15,26 @@ from torrust_maint.window import signals_held
 log = logging.getLogger(__name__)
 
 
-def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.BackupSet]]:
+Prunable = catalog.BackupSet | legacy_backups.LegacySet
+
+
+def decision(config: Config) -> tuple[retention.Decision, dict[str, Prunable]]:
     """Retention over the complete sets not failed (unverified ones count like any), keeping
     the newest passed set too; a failed set goes only once a newer set has passed. The state
-    from before a restore is never deleted: raw sets at all, safety sets until verified."""
-    complete = [s for s in catalog.list_sets(config.backup.directory) if s.complete]
-    protected = {s.id: [_protection(s)] for s in complete if _protection(s)}
+    from before a restore is never deleted: raw sets at all, safety sets until verified.
+    Legacy cron backups count like sets, by the time in their names; the newest of them is
+    kept until a set of ours has passed verification."""
+    complete: list[Prunable] = [s for s in catalog.list_sets(config.backup.directory)
+                                if s.complete]
+    legacy = legacy_backups.list_sets(config.backup.directory, config.state.directory)
+    if legacy and not any(s.verification == "passed" and s.kind == catalog.BACKUP
+                          for s in complete):
+        protected = {legacy[-1].id: ["newest legacy cron backup, no verified torrust-maint set "
+                                     "yet"]}
+    else:
+        protected = {}
+    complete += legacy
+    protected.update({s.id: [_protection(s)] for s in complete if _protection(s)})
     sets = {s.id: s for s in complete if s.id not in protected}
     failed = [s for s in sets.values() if s.verification == "failed"]
     chosen = retention.decide([s for s in sets.values() if s.verification != "failed"],
@@ -42,7 +56,7 @@ def decision(config: Config) -> tuple[retention.Decision, dict[str, catalog.Back
     return chosen, sets
 
 
-def _protection(backup_set: catalog.BackupSet) -> str:
+def _protection(backup_set: Prunable) -> str:
     """Why retention may never delete a set ("" when it may)."""
     if backup_set.kind == catalog.RAW:
         return "raw files of a database from before a restore: never pruned (remove by hand)"
@@ -51,7 +65,7 @@ def _protection(backup_set: catalog.BackupSet) -> str:
     return ""
 
 
-def superseded(failed: catalog.BackupSet, newest_passed: catalog.BackupSet | None) -> bool:
+def superseded(failed: Prunable, newest_passed: Prunable | None) -> bool:
     """Whether a set that failed verification has a newer set that passed."""
     passed_at = newest_passed.created_at if newest_passed is not None else None
     return passed_at is not None and failed.created_at is not None \
@@ -82,13 +96,19 @@ def apply(config: Config, echo: Callable[[str], None]) -> int:
     remove_unfinished(config)
     chosen, sets = decision(config)
     for set_id in chosen.delete:
+        chosen_set = sets[set_id]
         with signals_held():  # a signal never leaves a set half deleted
-            strangers = catalog.delete_set(sets[set_id])
+            if isinstance(chosen_set, legacy_backups.LegacySet):
+                legacy_backups.delete_set(chosen_set)
+                strangers = []
+            else:
+                strangers = catalog.delete_set(chosen_set)
         event("sets_pruned", "pruned %s", set_id, BACKUP_ID=set_id)
         echo(f"pruned {set_id}")
         if strangers:
             log.warning("left %s in %s: not written by torrust-maint",
-                        ", ".join(strangers), sets[set_id].path)
+                        ", ".join(strangers), chosen_set.files[0].path.parent
+                        if isinstance(chosen_set, legacy_backups.LegacySet) else chosen_set.path)
     return len(chosen.delete)
 
 

@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, notify, restore_record, safefs
+from torrust_maint import catalog, legacy_backups, legacy_check, notify, restore_record, safefs
 from torrust_maint.actions import backup as backup_action
 from torrust_maint.actions import verify as verify_action
 from torrust_maint.compress import compressed_writer, copy_stream, open_decompressed
@@ -36,7 +36,7 @@ from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.engines import postgresql as postgresql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
-from torrust_maint.errors import ConfigError, Interrupted, MaintError
+from torrust_maint.errors import ConfigError, Interrupted, MaintError, VerificationFailed
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
 from torrust_maint.progress import Progress
@@ -81,6 +81,33 @@ def choose(config: Config, set_id: str) -> catalog.BackupSet:
         if backup_set.id == set_id:
             return backup_set
     raise ConfigError(f"no complete backup set {set_id!r} (see `torrust-maint list`)")
+
+
+def choose_legacy(config: Config, docker: Docker, set_id: str,
+                  dry_run: bool) -> catalog.BackupSet:
+    """A legacy cron backup, proven first by restoring it somewhere throwaway (what it holds
+    becomes what the restore checks against); a dry run only reads its files."""
+    legacy = legacy_backups.find(config.backup.directory, config.state.directory, set_id)
+    if legacy is None:
+        raise ConfigError(f"no legacy backup set {set_id!r} (see `torrust-maint list`)")
+    if legacy.database is None:
+        raise ConfigError(f"legacy set {set_id} holds only a config archive; refusing (the "
+                          "restore of config files goes with a database)")
+    if dry_run:
+        return legacy_check.as_backup_set(legacy, config.backup.directory, None)
+    log.info("checking legacy set %s by restoring it somewhere throwaway first", set_id)
+    notify.status(f"checking legacy set {set_id}")
+    image = (verify_action.legacy_database_image(config, docker)
+             if legacy.driver == "mysql" else None)
+    try:
+        with signals_raise():
+            details = legacy_check.inspect(legacy, docker, image, config.backup.directory)
+    except verify_action.DECOMPRESSION_ERRORS as error:
+        raise MaintError(f"refusing to restore legacy set {set_id}: a file does not gunzip: "
+                         f"{error}") from None
+    except VerificationFailed as error:
+        raise MaintError(f"refusing to restore legacy set {set_id}: {error}") from None
+    return legacy_check.as_backup_set(legacy, config.backup.directory, details)
 
 
 def manifest_of(backup_set: catalog.BackupSet) -> dict:
@@ -174,12 +201,20 @@ def stage_config(backup_set: catalog.BackupSet, compose_dir: Path,
     if artifact is None:
         raise MaintError(f"set {backup_set.id} holds no config archive")
     swaps: list[FileSwap] = []
+    prefix = artifact.get("member_prefix", "")  # a legacy archive's data/ (the compose dir)
     try:
         with open_decompressed(backup_set.path / artifact["path"],
                                artifact["compression"]) as raw:
             with tarfile.open(fileobj=raw, mode="r|") as tar:
                 for member in tar:
                     name = _plain_member_name(member)
+                    if prefix:
+                        if name + "/" == prefix:
+                            continue
+                        if not name.startswith(prefix):
+                            raise MaintError(f"config archive member {member.name!r} is not "
+                                             f"beneath {prefix}; refusing")
+                        name = name[len(prefix):]
                     if member.isdir():
                         os.close(safefs.open_dir_beneath(compose_dir, name, create=True))
                         continue
@@ -253,7 +288,8 @@ def run(config: Config, docker: Docker, set_id: str | None, *, assume_yes: bool 
         return finish_command(config, docker, echo)
     if set_id is None:
         raise ConfigError("restore needs a set ID (or `latest`), or --finish")
-    target = choose(config, set_id)
+    target = (choose_legacy(config, docker, set_id, dry_run)
+              if legacy_backups.is_legacy_id(set_id) else choose(config, set_id))
     check_artifacts(target)
     deployment = discover(config.deployment, docker)
     check_set(target, deployment)

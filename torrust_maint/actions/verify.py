@@ -26,7 +26,7 @@ from pathlib import Path
 
 import zstandard
 
-from torrust_maint import catalog, notify
+from torrust_maint import catalog, legacy_backups, legacy_check, notify
 from torrust_maint.compress import sha256_of
 from torrust_maint.config import Config
 from torrust_maint.docker import Docker
@@ -232,8 +232,11 @@ def run(config: Config, docker: Docker, *, target: str | None = None, every: boo
     directory = config.backup.directory
     with run_lock(directory), signals_raise():
         remove_leftovers(docker, directory)
-        sets = select(catalog.list_sets(directory), target, every, scheduled)
+        legacy = select_legacy(config, target, every)
+        sets = [] if legacy_backups.is_legacy_id(target) else select(
+            catalog.list_sets(directory), target, every, scheduled)
         outcomes = [verify_set(s, docker, directory) for s in sets]
+        outcomes += [verify_legacy(config, docker, s) for s in legacy]
         if scheduled:
             outcomes += verify_fetched(config, docker)
     if as_json:
@@ -242,6 +245,62 @@ def run(config: Config, docker: Docker, *, target: str | None = None, every: boo
         show(outcomes, echo)
     raise_unless_passed(outcomes)
     return 0
+
+
+def select_legacy(config: Config, target: str | None,
+                  every: bool) -> list[legacy_backups.LegacySet]:
+    """The legacy cron backups a verify command names: one by id, or all with --all."""
+    if not (every or legacy_backups.is_legacy_id(target)):
+        return []
+    sets = legacy_backups.list_sets(config.backup.directory, config.state.directory)
+    if every:
+        return sets
+    chosen = [s for s in sets if s.id == target]
+    if not chosen:
+        raise ConfigError(f"no legacy backup set {target!r} (see `torrust-maint list`)")
+    return chosen
+
+
+def verify_legacy(config: Config, docker: Docker, legacy: legacy_backups.LegacySet) -> Outcome:
+    """Verify a legacy cron backup (gunzip, then a throwaway restore) and keep the verdict in
+    the state directory; an inconclusive run keeps nothing."""
+    started = time.monotonic()
+    notify.status(f"verifying {legacy.id}")
+    result, problems, details = examine_legacy(config, docker, legacy)
+    outcome = Outcome(legacy.id, result, round(time.monotonic() - started, 3), problems,
+                      {"checked": sorted(details.get("tables", {})), "kind": "legacy"})
+    if result != "inconclusive":
+        legacy_backups.record_verdict(config.state.directory, legacy, result, problems)
+    announce(outcome)
+    return outcome
+
+
+def examine_legacy(config: Config, docker: Docker,
+                   legacy: legacy_backups.LegacySet) -> tuple[str, list[str], dict]:
+    """(result, problems, details) of a legacy set, told apart as examine() does."""
+    try:
+        image = legacy_database_image(config, docker) if legacy.driver == "mysql" else None
+        return "passed", [], legacy_check.inspect(legacy, docker, image,
+                                                  config.backup.directory)
+    except Interrupted:
+        raise
+    except DECOMPRESSION_ERRORS as error:
+        return "failed", [f"{legacy.id}: a file does not gunzip: {error}"], {}
+    except VerificationFailed as error:
+        return "failed", [f"{legacy.id}: restore check failed: {error}"], {}
+    except (MaintError, OSError) as error:
+        return "inconclusive", [f"the restore check did not run: {error}"], {}
+
+
+def legacy_database_image(config: Config, docker: Docker) -> str:
+    """The image of the deployment's MySQL server, to import a legacy dump into."""
+    from torrust_maint.deployment import ServerDatabase, discover
+
+    database = discover(config.deployment, docker).database
+    if not isinstance(database, ServerDatabase) or database.driver != "mysql":
+        raise MaintError("a legacy MySQL dump is imported into a throwaway container of the "
+                         "deployment's MySQL image, and this deployment has no MySQL server")
+    return database.container.image
 
 
 def verify_fetched(config: Config, docker: Docker) -> list[Outcome]:

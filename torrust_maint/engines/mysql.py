@@ -597,9 +597,9 @@ def table_summary(run_query, checksum: Callable[[list[str]], str] = checksum_exp
 
 
 def compare_summary(counts, checksums, expected: dict) -> None:
-    from torrust_maint.engines.sqlite import compare_counts
+    from torrust_maint.engines.sqlite import compare_counts, expected_counts
 
-    compare_counts(counts, expected.get("tables", {}))
+    compare_counts(counts, expected_counts(expected))
     differ = [table for table, value in sorted(expected.get("table_checksums", {}).items())
               if checksums.get(table) != value]
     if differ:
@@ -638,7 +638,7 @@ def verify(docker: Docker, artifact, compression: str, expected: dict, scratch=N
     finally:
         containers.remove_throwaway(docker, name)
     compare_summary(counts, checksums, expected)
-    return {"tables": counts, "image": image}
+    return {"tables": counts, "table_checksums": checksums, "image": image}
 
 
 NEW_PREFIX = "torrust_maint_new_"  # a restore's shadow tables, imported while the tracker serves
