@@ -9,10 +9,13 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_prune import config_for, make_set
-from torrust_maint import legacy_backups
-from torrust_maint.actions import listing, prune
+from torrust_maint import legacy_backups, systemd_units
+from torrust_maint.actions import listing, prune, restore, status
 from torrust_maint.config import StateConfig
+from torrust_maint.errors import ConfigError
 
 UTC = dt.UTC
 
@@ -184,3 +187,28 @@ def test_prune_deletes_only_the_files_of_the_set(tmp_path):
     assert prune.apply(config, echo=lambda _: None) == 1
 
     assert os.listdir(directory / "mysql") == ["mysql_20261101_030001.sql.gz.notes"]
+
+
+def test_status_counts_the_legacy_sets(tmp_path, monkeypatch):
+    monkeypatch.setattr(systemd_units, "units", lambda: None)
+    config = config_with_state(tmp_path)
+    legacy_file(config.backup.directory, "sqlite", "20261101_030001", b"z" * 5000)
+    legacy_file(config.backup.directory, "sqlite", "20261102_030001", b"z" * 5000)
+    lines: list[str] = []
+
+    status.run(config, echo=lines.append)
+
+    [line] = [line for line in lines if line.startswith("legacy cron backups:")]
+    assert line.startswith("legacy cron backups: 2 (0.0 MB), newest legacy-20261102T030001Z")
+    printed: list[str] = []
+    status.run(config, as_json=True, echo=printed.append)
+    assert json.loads(printed[0])["legacy_sets"]["count"] == 2
+
+
+def test_restore_latest_names_the_legacy_set_when_there_is_no_other(tmp_path):
+    config = config_with_state(tmp_path)
+    legacy_file(config.backup.directory, "mysql", "20261101_030001")
+
+    with pytest.raises(ConfigError, match="a legacy cron backup is restored by its id: "
+                                          "`torrust-maint restore legacy-20261101T030001Z`"):
+        restore.choose(config, "latest")

@@ -75,7 +75,10 @@ def choose(config: Config, set_id: str) -> catalog.BackupSet:
             if s.complete and s.kind != catalog.RAW]
     if set_id == "latest":
         if not sets:
-            raise ConfigError(f"no complete backup set in {config.backup.directory}")
+            legacy = legacy_backups.list_sets(config.backup.directory)
+            hint = (f" (a legacy cron backup is restored by its id: `torrust-maint restore "
+                    f"{legacy[-1].id}`)" if legacy else "")
+            raise ConfigError(f"no complete backup set in {config.backup.directory}{hint}")
         return sets[-1]
     for backup_set in sets:
         if backup_set.id == set_id:

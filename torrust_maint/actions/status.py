@@ -14,9 +14,18 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, legacy_cron, lock, restore_record, safefs, state, systemd_units
+from torrust_maint import (
+    catalog,
+    legacy_backups,
+    legacy_cron,
+    lock,
+    restore_record,
+    safefs,
+    state,
+    systemd_units,
+)
 from torrust_maint.config import Config
-from torrust_maint.errors import EXIT_FAILED, EXIT_OK
+from torrust_maint.errors import EXIT_FAILED, EXIT_OK, MaintError
 from torrust_maint.lock import pid_alive
 from torrust_maint.recovery import WindowMarker
 
@@ -52,7 +61,18 @@ def gather(config: Config) -> dict:
         "offsite": offsite_status(config, passed),
         "systemd": systemd_units.units(),  # None when systemd cannot be asked
         "legacy_cron": legacy_cron_status(),
+        "legacy_sets": legacy_sets_status(config),
     }
+
+
+def legacy_sets_status(config: Config) -> dict:
+    """How many backups of the cron-based setup are kept, and the newest (by its name)."""
+    try:
+        sets = legacy_backups.list_sets(config.backup.directory)
+    except MaintError:  # unreadable: the rest of status still reports
+        sets = []
+    return {"count": len(sets), "bytes": sum(s.size for s in sets),
+            "newest": sets[-1].id if sets else None}
 
 
 def legacy_cron_status() -> dict:
@@ -285,6 +305,10 @@ def lines(data: dict) -> list[str]:
            f"backup directory: {data['backup_directory']} "
            + (f"({free / 1e9:.1f} GB free)" if free is not None else "(does not exist)"),
            f"complete sets: {data['complete_sets']} ({data['total_bytes'] / 1e6:.1f} MB)"]
+    legacy = data.get("legacy_sets") or {}
+    if legacy.get("count"):
+        out.append(f"legacy cron backups: {legacy['count']} ({legacy['bytes'] / 1e6:.1f} MB), "
+                   f"newest {legacy['newest']} (`torrust-maint list`)")
     out += run_lines(data)
     out += set_lines(data)
     out += [f"unfinished: {path} (an interrupted run's; the next backup or prune removes it)"
