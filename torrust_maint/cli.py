@@ -15,6 +15,7 @@ from torrust_maint.actions import (
     backup,
     check,
     listing,
+    migrate,
     offsite,
     offsite_restore,
     prune,
@@ -119,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
                       "next `verify --scheduled` (torrust-offsite-check.service)")
     offsite_commands.add_parser("configured", help=argparse.SUPPRESS)
 
+    run_migrate = commands.add_parser(
+        "migrate", help="switch from the legacy cron backup to torrust-backup.timer",
+        description="Convert the legacy cron backup's schedule (a timer drop-in) and settings "
+                    "(backup.conf, backup-paths.txt: shown as a diff of the configuration), "
+                    "run check, then comment out the cron job and enable the timer.")
+    run_migrate.add_argument("--dry-run", action="store_true",
+                             help="show everything it would do; change nothing")
+    run_migrate.add_argument("--write-config", action="store_true",
+                             help="write the configuration changes the diff shows")
+    run_migrate.add_argument("--undo", action="store_true",
+                             help="put back everything a migrate changed, from its record")
+
     commands.add_parser(
         "notify-test", help="send a test notice to every [notify] URL; exit 1 if any failed")
     return parser
@@ -128,6 +141,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":  # logs its record first; copes with a broken configuration
         return report.run(args.unit, dict(os.environ))
     path = config_module.config_path_from(args.config, dict(os.environ))
+    if args.command == "migrate":  # before load: it writes the configuration
+        return migrate.run(path, Docker(), dry_run=args.dry_run,
+                           write_config=args.write_config, undo=args.undo)
     if args.command == "offsite" and args.offsite_command == "configured":
         return offsite.configured(path)
     config = config_module.load(path)

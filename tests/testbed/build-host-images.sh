@@ -4,7 +4,8 @@
 # debootstrap and `docker import`ed (nothing can be pulled). Each image carries a label with
 # the hash of its recipe: an image whose recipe did not change is not built again.
 #
-# The images hold only systemd and apt; `apt install ./torrust-maint_*.deb` in the test fetches
+# The images hold only systemd, apt and cron (the legacy cron-based backup that `torrust-maint
+# migrate` switches from must really run); `apt install ./torrust-maint_*.deb` in the test fetches
 # the package's dependencies from Debian as on a real host. docker.service, docker.socket and
 # containerd.service are masked in advance: the system test mounts the outer engine's socket,
 # and docker.io (Debian 12's only package with the Docker CLI) would otherwise start its own
@@ -15,7 +16,7 @@ set -euo pipefail
 
 LABEL=org.torrust-maint.content-hash
 REPO=torrust-maint-test/host
-HOST_PACKAGES=systemd,systemd-sysv,dbus,ca-certificates
+HOST_PACKAGES=systemd,systemd-sysv,dbus,ca-certificates,cron
 MASKED_UNITS=(docker.service docker.socket containerd.service systemd-udevd.service
               getty@tty1.service console-getty.service systemd-firstboot.service)
 # Bump HOST_RECIPE when build_host changes.
