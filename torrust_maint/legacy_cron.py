@@ -114,4 +114,5 @@ def warnings(jobs: list[LegacyJob], enabled: bool) -> tuple[list[str], list[str]
                 f"{TIMER}), or `systemctl disable --now {TIMER}` (keeping cron)"], []
     return [], [f"the legacy cron backup is still active ({where}); before `systemctl enable "
                 f"--now {TIMER}`, comment out that cron line, or the host runs two "
-                "maintenance windows a night"]
+                "maintenance windows a night; `torrust-maint migrate` does both, with the "
+                "schedule and the settings"]
