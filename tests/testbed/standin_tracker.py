@@ -8,7 +8,8 @@ On startup it prints ``standin: startup seq=N``: after a maintenance window that
 transaction committed before the stop.
 
 Environment: the tracker's own TORRUST_TRACKER_CONFIG_* variables, plus
-STANDIN_JOURNAL_MODE (delete|wal), STANDIN_WAL_AUTOCHECKPOINT (pages; 0 = never),
+STANDIN_JOURNAL_MODE (delete|wal|keep: whatever mode the file has, as the real tracker, which
+sets none), STANDIN_WAL_AUTOCHECKPOINT (pages; 0 = never),
 STANDIN_IGNORE_SIGTERM (1 = only SIGKILL stops it), STANDIN_INTERVAL_MS (pause between writes).
 With driver postgresql it checks or makes the schema as the v4 tracker's sqlx migrations do,
 exiting 101 (the tracker's panic) when the recorded migrations do not match.
@@ -176,7 +177,8 @@ def open_sqlite(settings: Settings):
 
     os.makedirs(os.path.dirname(settings.path), exist_ok=True)
     connection = sqlite3.connect(settings.path, isolation_level=None, timeout=30)
-    connection.execute(f"PRAGMA journal_mode={settings.journal_mode}")
+    if settings.journal_mode != "keep":
+        connection.execute(f"PRAGMA journal_mode={settings.journal_mode}")
     if settings.wal_autocheckpoint is not None:
         connection.execute(f"PRAGMA wal_autocheckpoint={int(settings.wal_autocheckpoint)}")
     for statement in SQLITE_SCHEMA:
