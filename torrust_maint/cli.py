@@ -21,6 +21,7 @@ from torrust_maint.actions import (
     prune,
     report,
     restore,
+    sqlite_wal,
     status,
     verify,
 )
@@ -132,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_migrate.add_argument("--undo", action="store_true",
                              help="put back everything a migrate changed, from its record")
 
+    run_sqlite_wal = commands.add_parser(
+        "sqlite-wal", help="switch the SQLite database to WAL mode (shorter backup windows)",
+        description="Take a verified safety backup and, inside its maintenance window, switch "
+                    "the deployment's SQLite database to WAL mode (PRAGMA journal_mode=WAL, "
+                    "then PRAGMA quick_check). Run it from a shell; see torrust-maint(8).")
+    run_sqlite_wal.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    run_sqlite_wal.add_argument("--dry-run", action="store_true",
+                                help="print every step; change nothing")
+
     commands.add_parser(
         "notify-test", help="send a test notice to every [notify] URL; exit 1 if any failed")
     return parser
@@ -164,6 +174,8 @@ def dispatch(args: argparse.Namespace) -> int:
     docker = Docker(dry_run=getattr(args, "dry_run", False))
     if args.command == "check":
         return check.run(config, docker)
+    if args.command == "sqlite-wal":
+        return sqlite_wal.run(config, docker, assume_yes=args.yes, dry_run=args.dry_run)
     if args.command == "recover":
         return recover_command(config, docker, guardian=args.guardian)
     if args.command == "verify":

@@ -24,6 +24,7 @@ DEFAULT_CONFIG_PATHS = (
     "storage/grafana/provisioning",
 )
 COMPRESSIONS = ("zstd", "gzip")
+WINDOW_MODES = ("stop", "online")
 DRIVERS = ("sqlite3", "mysql", "postgresql")
 MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few kilobytes; never read /dev/zero whole
 PATH_MAX = 4096  # bytes, as Linux counts them
@@ -55,6 +56,18 @@ class BackupConfig:
     compression: str = "zstd"
     compression_level: int | None = None
     config_paths: tuple[str, ...] = DEFAULT_CONFIG_PATHS
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How a backup takes its snapshot: "stop" stops the tracker for it (a maintenance
+    window), "online" opens it while the tracker runs."""
+
+    mode: str = "stop"
+
+    @property
+    def online(self) -> bool:
+        return self.mode == "online"
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,7 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     state: StateConfig = field(default_factory=StateConfig)
     offsite: OffsiteConfig = field(default_factory=OffsiteConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)  # last: Config(...) by position
 
 
 # -- validators: each returns (value, problem) -------------------------------
@@ -468,6 +482,9 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
         "compression_level": (_int_between(1, 19), False),
         "config_paths": (_list_of(_relative_path), False),
     },
+    "window": {
+        "mode": (_one_of(WINDOW_MODES), False),
+    },
     "retention": {
         "keep_last": (_int_between(0, 100000), False),
         "keep_daily": (_int_between(0, 100000), False),
@@ -512,10 +529,10 @@ SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
     },
 }
 
-CLASSES = {"deployment": DeploymentConfig, "backup": BackupConfig, "retention": RetentionConfig,
-           "verify": VerifyConfig, "logging": LoggingConfig, "notify": NotifyConfig,
-           "retry": RetryConfig, "status": StatusConfig, "state": StateConfig,
-           "offsite": OffsiteConfig}
+CLASSES = {"deployment": DeploymentConfig, "backup": BackupConfig, "window": WindowConfig,
+           "retention": RetentionConfig, "verify": VerifyConfig, "logging": LoggingConfig,
+           "notify": NotifyConfig, "retry": RetryConfig, "status": StatusConfig,
+           "state": StateConfig, "offsite": OffsiteConfig}
 
 
 def config_path_from(cli_path: str | None, environ: dict[str, str]) -> Path:
@@ -601,6 +618,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         path=path,
         deployment=DeploymentConfig(**sections["deployment"]),
         backup=BackupConfig(**sections["backup"]),
+        window=WindowConfig(**sections["window"]),
         retention=RetentionConfig(**sections["retention"]),
         verify=VerifyConfig(**sections["verify"]),
         logging=LoggingConfig(**sections["logging"]),

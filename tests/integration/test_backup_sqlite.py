@@ -276,9 +276,10 @@ def test_retention_prunes_by_recorded_time_and_keeps_foreign_files(make_stack):
     config = tracker.compose_dir.parent / "retention.toml"
     config.write_text(tracker.config_toml(extra=(
         "[retention]\nkeep_last = 2\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n")))
-    foreign = tracker.compose_dir / "storage/backup/sqlite/sqlite_20250101_030000.db.gz"
+    # Not a legacy cron backup's name (those are sets: tests/integration/test_legacy_backups.py)
+    foreign = tracker.compose_dir / "storage/backup/sqlite/operator-copy-20250101.db.gz"
     foreign.parent.mkdir(parents=True)
-    foreign.write_bytes(b"legacy backup")
+    foreign.write_bytes(b"an operator's file")
 
     ids = []
     for _ in range(3):
@@ -289,7 +290,7 @@ def test_retention_prunes_by_recorded_time_and_keeps_foreign_files(make_stack):
 
     remaining = [s["id"] for s in list_sets(config)]
     assert remaining == ids[1:]
-    assert foreign.read_bytes() == b"legacy backup"
+    assert foreign.read_bytes() == b"an operator's file"
     # Touching files changes nothing: retention reads the manifest's created_at.
     os.utime(Path(list_sets(config)[0]["path"]) / "manifest.json", (0, 0))
     done = run_cli(config, "prune", "--dry-run")

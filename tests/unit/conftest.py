@@ -302,3 +302,13 @@ def _restore_logging():
 def _run_state_in_tmp(tmp_path, monkeypatch):
     """A run's state goes where systemd's StateDirectory= would put it: here, a test's own."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state-directory"))
+
+
+@pytest.fixture
+def fake_cli_docker(monkeypatch, fake_docker):
+    """cli.dispatch builds Docker(dry_run=...); give it the fake runner."""
+    from torrust_maint import cli
+
+    monkeypatch.setattr(cli, "Docker",
+                        lambda dry_run=False: Docker(runner=fake_docker, dry_run=dry_run))
+    return fake_docker

@@ -43,14 +43,6 @@ def _no_config_from_the_environment(monkeypatch):
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
 
 
-@pytest.fixture
-def fake_cli_docker(monkeypatch, fake_docker):
-    """cli.dispatch builds Docker(dry_run=...); give it the fake runner."""
-    monkeypatch.setattr(cli, "Docker",
-                        lambda dry_run=False: Docker(runner=fake_docker, dry_run=dry_run))
-    return fake_docker
-
-
 # -- configuration errors --------------------------------------------------------------------
 
 def test_bad_config_exits_2_with_one_error_line_per_problem(tmp_path, capsys):

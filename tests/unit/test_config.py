@@ -109,8 +109,8 @@ def test_unknown_section_is_named_with_the_known_ones():
     data = copy.deepcopy(MINIMAL)
     data["restore"] = {"directory": "/x"}
     assert only_problem(data) == (
-        f"{PATH}: [restore]: unknown section (known: deployment, backup, retention, verify, logging, "
-        "notify, retry, status, state, offsite)"
+        f"{PATH}: [restore]: unknown section (known: deployment, backup, window, retention, "
+        "verify, logging, notify, retry, status, state, offsite)"
     )
 
 
@@ -316,3 +316,38 @@ def test_empty_environment_variable_is_an_error(value):
         config_path_from(None, {CONFIG_ENV_VAR: value})
     assert caught.value.problems == ["environment variable TORRUST_MAINT_CONFIG is set but empty"]
     assert config.CONFIG_ENV_VAR == "TORRUST_MAINT_CONFIG"
+
+
+# -- [window] ------------------------------------------------------------------------------
+
+def test_window_mode_is_stop_unless_set():
+    assert parse(copy.deepcopy(MINIMAL), PATH).window == config.WindowConfig(mode="stop")
+    assert not parse(copy.deepcopy(MINIMAL), PATH).window.online
+    online = parse(data_with("window", "mode", "online"), PATH).window
+    assert (online.mode, online.online) == ("online", True)
+    assert parse(data_with("window", "mode", "stop"), PATH).window.online is False
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("offline", "must be one of stop, online, not 'offline'"),
+    ("Online", "must be one of stop, online, not 'Online'"),
+    (" online", "must not begin or end with spaces: ' online'"),
+    ("", "must not be empty"),
+    (True, "must be a string, not a boolean"),
+    (["online"], "must be a string, not a list"),
+])
+def test_a_bad_window_mode_names_the_setting_and_the_allowed_values(value, message):
+    assert only_problem(data_with("window", "mode", value)) == \
+        f"{PATH}: [window] mode: {message}"
+
+
+def test_an_unknown_window_key_is_named():
+    assert only_problem(data_with("window", "online", True)) == \
+        f"{PATH}: [window] online: unknown key (known: mode)"
+
+
+def test_a_window_mode_outside_its_section_points_to_it():
+    data = copy.deepcopy(MINIMAL)
+    data["mode"] = "online"
+    assert only_problem(data) == \
+        f"{PATH}: mode: a setting outside any [section]; it belongs under [window]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import shutil
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from torrust_maint import __version__, catalog, lock, notify, retry
 from torrust_maint.actions import prune as prune_action
@@ -32,7 +33,7 @@ from torrust_maint.engines import ENGINES
 from torrust_maint.engines import mysql as mysql_engine
 from torrust_maint.engines import postgresql as postgresql_engine
 from torrust_maint.engines import sqlite as sqlite_engine
-from torrust_maint.errors import Interrupted, MaintError, SkippedError
+from torrust_maint.errors import ConfigError, Interrupted, MaintError, SkippedError
 from torrust_maint.journal import event
 from torrust_maint.lock import run_lock
 from torrust_maint.progress import Progress
@@ -48,6 +49,7 @@ from torrust_maint.window import (
 log = logging.getLogger(__name__)
 
 CONFIG_STEM = "config.tar"
+ONLINE_NOTE = "online: no window, the tracker keeps running"  # [window] mode "online"
 
 
 @dataclass
@@ -190,6 +192,28 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
              f"{database.container.name} mariadb-dump|mysqldump "
              f"--defaults-extra-file=/dev/stdin {' '.join(mysql_engine.DUMP_OPTIONS)} "
              f"{database.database}")
+    if config.window.online:
+        print_online_snapshot(config, database, echo)
+    else:
+        print_window(config, database, files, to_stop, echo, docker)
+    if isinstance(database, PostgresqlDatabase):
+        when = "while the tracker serves" if config.window.online else "after the restart"
+        echo(f"would dump the snapshot {when}: docker exec "
+             f"{database.container.name} pg_dump --snapshot=<id> "
+             f"{' '.join(postgresql_engine.DUMP_OPTIONS)}")
+    echo(f"would check and export the snapshot into {engine.FILE_STEM}{suffix} "
+         f"({config.backup.compression})")
+    present, missing = existing_config_paths(deployment, config)
+    echo(f"would archive config paths into {CONFIG_STEM}{suffix}: {', '.join(present) or 'none'}")
+    for relative in missing:
+        echo(f"warning: config path {deployment.compose_dir / relative} does not exist")
+    echo("would write manifest.json and rename the set into place")
+    prune_action.print_decision(config, echo, prefix="would ")
+
+
+def print_window(config: Config, database, files: list[tuple[Path, int]],
+                 to_stop: list[Container], echo: Callable[[str], None], docker: Docker) -> None:
+    """--dry-run, [window] mode "stop": the window's docker commands and its snapshot."""
     if to_stop:
         docker.stop([c.id for c in to_stop], config.deployment.stop_timeout)
     if isinstance(database, MysqlDatabase):
@@ -211,24 +235,31 @@ def print_plan(config: Config, deployment: Deployment, to_stop: list[Container],
              f"{config.deployment.start_timeout} s")
     else:
         echo("would not stop or start the tracker (it is not running; --force)")
-    if isinstance(database, PostgresqlDatabase):
-        echo("would dump the snapshot after the restart: docker exec "
-             f"{database.container.name} pg_dump --snapshot=<id> "
-             f"{' '.join(postgresql_engine.DUMP_OPTIONS)}")
-    echo(f"would check and export the snapshot into {engine.FILE_STEM}{suffix} "
-         f"({config.backup.compression})")
-    present, missing = existing_config_paths(deployment, config)
-    echo(f"would archive config paths into {CONFIG_STEM}{suffix}: {', '.join(present) or 'none'}")
-    for relative in missing:
-        echo(f"warning: config path {deployment.compose_dir / relative} does not exist")
-    echo("would write manifest.json and rename the set into place")
-    prune_action.print_decision(config, echo, prefix="would ")
+
+
+def print_online_snapshot(config: Config, database, echo: Callable[[str], None]) -> None:
+    """--dry-run, [window] mode "online": the snapshot opened while the tracker runs."""
+    echo(f"{ONLINE_NOTE}: nothing is stopped or started")
+    bound = f"at most {config.deployment.snapshot_timeout} s ([deployment] snapshot_timeout)"
+    if isinstance(database, MysqlDatabase):
+        echo("would hold the tracker's writes (LOCK TABLES <table> READ, a connection per "
+             "table), open the consistent snapshot (START TRANSACTION WITH CONSISTENT "
+             f"SNAPSHOT; the dump starts its single transaction), then UNLOCK TABLES: {bound}")
+    elif isinstance(database, PostgresqlDatabase):
+        echo("would open the snapshot: BEGIN ISOLATION LEVEL REPEATABLE READ; "
+             f"SELECT pg_export_snapshot(): {bound}")
+    else:
+        echo(f"would open a read transaction on the live WAL-mode database "
+             f"{database.host_path} (never a copy of its files): {bound}")
+
 
 
 def build_manifest(set_id: str, created_at, deployment: Deployment,
                    snapshot, artifacts: list[Artifact],
                    report: WindowReport, phases: dict[str, float],
-                   warnings: list[str]) -> dict:
+                   warnings: list[str], window_mode: str = "stop") -> dict:
+    """The manifest of a set; `window_mode` ([window] mode) says whether the tracker was
+    stopped for its snapshot."""
     return {
         "format": catalog.MANIFEST_FORMAT,
         "tool": catalog.TOOL,
@@ -247,6 +278,7 @@ def build_manifest(set_id: str, created_at, deployment: Deployment,
             **snapshot.manifest(),
         },
         "artifacts": [a.to_manifest() for a in artifacts],
+        "window_mode": window_mode,
         "downtime_seconds": report.downtime,
         "phases": phases,
         "warnings": warnings,
@@ -328,6 +360,7 @@ def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, 
     deployment = discover(config.deployment, docker)
     to_stop = trackers_to_stop(deployment, force)
     if isinstance(deployment.database, SqliteDatabase):
+        refuse_online_rollback_journal(config, deployment.database)
         sqlite_engine.preflight(deployment.database)  # a WAL snapshot writes -wal/-shm there
     else:  # a server restarting now is retried; once the window is open, nothing is
         ENGINES[deployment.driver].connect(deployment.database).close()
@@ -335,6 +368,16 @@ def preflight(config: Config, docker: Docker, force: bool) -> tuple[Deployment, 
     total = sum(size for _, size in files)
     check_free_space(config.backup.directory, total + total // 2)
     return deployment, to_stop
+
+
+def refuse_online_rollback_journal(config: Config, database: SqliteDatabase) -> None:
+    """[window] mode "online" with an SQLite database not in WAL mode: a ConfigError before
+    anything is done (a reader there would block the tracker's commits)."""
+    if not config.window.online:
+        return
+    refusal = sqlite_engine.online_refusal(database.host_path)
+    if refusal:
+        raise ConfigError(f"{refusal}; nothing was done")
 
 
 @contextlib.contextmanager
@@ -373,7 +416,7 @@ def write_set(config: Config, docker: Docker, deployment: Deployment,
           BACKUP_ID=set_id, BACKUP_PATH=str(path), DB_DRIVER=deployment.driver,
           BACKUP_BYTES=sum(a["size"] for a in manifest["artifacts"]),
           DB_BYTES=database["uncompressed_size"],
-          TRACKER_DOWNTIME_SEC=manifest["downtime_seconds"])
+          TRACKER_DOWNTIME_SEC=manifest["downtime_seconds"], WINDOW_MODE=manifest["window_mode"])
     echo(summary(manifest, path))
     if config.verify.after_backup:
         committed = next(s for s in catalog.list_sets(config.backup.directory) if s.id == set_id)
@@ -397,7 +440,8 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
                  deployment: Deployment, to_stop: list[Container], phases: Phases,
                  started: float, inside_window: Callable[[], None] | None = None,
                  reason: str = "scheduled") -> tuple[dict, list[MaintError]]:
-    """Snapshot in a window and write the set into `staged`; errors of `inside_window`.
+    """Snapshot in a window (or online) and write the set into `staged`; errors of
+    `inside_window`.
 
     `inside_window` (restore) runs after the snapshot while the tracker is still stopped;
     the config is archived before the window so that it shows the state before that.
@@ -411,47 +455,26 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
     with phases.timed("config"):
         config_artifact = archive_config(deployment, config, staged.path, warnings)
     notify.status("preparing the snapshot")
+    online = config.window.online and inside_window is None  # a restore stops the tracker
     # A restore replaces the live files: it needs a snapshot that does not hold them open.
     prepared = engine.prepare(docker, deployment.database, snapshot_dir,
                               live_handle_ok=inside_window is None,
-                              timeout=config.deployment.snapshot_timeout)
-    # A MySQL snapshot is an open transaction on the live database: a restore has to wait for
-    # the dump to finish, so it is exported inside the window.
-    export_first = inside_window is not None and deployment.driver == "mysql"
-    database = None
+                              timeout=config.deployment.snapshot_timeout, online=online)
     deferred: list[MaintError] = []
     try:
-        with contextlib.ExitStack() as stack:
-            window_opened = catalog.utc_now()
-            if to_stop:
-                stack.enter_context(WindowGuard(
-                    config.path, config.backup.directory, to_stop,
-                    config.deployment.stop_timeout, report))
-                stack.enter_context(maintenance_window(
-                    docker, to_stop, config.deployment.stop_timeout,
-                    config.deployment.start_timeout, report))
-            else:
-                log.warning("the tracker is not running: snapshot without a window")
-            held = pending_signal()
-            if held is not None:  # asked to stop during `docker stop`: no snapshot, restart
-                raise Interrupted(held)
-            created_at = catalog.utc_now()
-            snapshot = prepared.open()
-            snapshot_taken = catalog.utc_now()
-            if export_first:
-                with phases.timed("export"):
-                    database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
-            if inside_window is not None:
-                try:
-                    inside_window()
-                except MaintError as error:  # the safety set is still committed, then raised
-                    deferred.append(error)
+        if online:
+            opened = open_online(prepared, phases)
+        else:
+            opened = open_in_window(staged, config, docker, deployment, to_stop, report,
+                                    prepared, phases, inside_window, deferred)
     except BaseException:
         prepared.abort()
         raise
+    snapshot, database = opened.snapshot, opened.database
     try:
-        if to_stop and isinstance(snapshot, sqlite_engine.SqliteSnapshot):  # a file copy
-            refuse_a_snapshot_taken_while_running(docker, to_stop, window_opened, snapshot_taken)
+        if to_stop and not online and isinstance(snapshot, sqlite_engine.SqliteSnapshot):
+            refuse_a_snapshot_taken_while_running(docker, to_stop, opened.window_opened,
+                                                  opened.taken_at)
         if database is None:
             log.info("snapshot open; exporting it while the tracker serves")
             with phases.timed("export"):
@@ -461,10 +484,78 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
         snapshot_dir.rmdir()
     all_phases = {**report.phases(), **phases.seconds}
     all_phases["total"] = round(phases.clock() - started, 6)
-    manifest = build_manifest(staged.id, created_at, deployment, snapshot,
-                              [database, config_artifact], report, all_phases, warnings)
+    manifest = build_manifest(staged.id, opened.opened_at, deployment, snapshot,
+                              [database, config_artifact], report, all_phases, warnings,
+                              window_mode="online" if online else "stop")
+    if online and to_stop:  # the tracker ran throughout (None: --force, it was not running)
+        manifest["downtime_seconds"] = 0.0
+    manifest["snapshot_opened_at"] = catalog.rfc3339(opened.opened_at)
+    manifest["snapshot_taken_at"] = catalog.rfc3339(opened.taken_at)
     manifest["reason"] = reason
     return manifest, deferred
+
+
+@dataclass
+class Opened:
+    """A snapshot just opened, the wall-clock times around its opening (and the window's
+    start), and the database artifact if it was exported inside the window."""
+
+    snapshot: Any
+    opened_at: dt.datetime
+    taken_at: dt.datetime
+    window_opened: dt.datetime | None = None
+    database: Artifact | None = None
+
+
+def open_online(prepared, phases: Phases) -> Opened:
+    """[window] mode "online": open the snapshot while the tracker runs (bounded by
+    [deployment] snapshot_timeout)."""
+    notify.status(f"{ONLINE_NOTE}: opening the snapshot")
+    opened_at = catalog.utc_now()
+    with phases.timed("snapshot"):
+        snapshot = prepared.open()
+    opened = Opened(snapshot, opened_at, catalog.utc_now())
+    log.info("%s: snapshot opened in %.3f s", ONLINE_NOTE, phases.seconds["snapshot"])
+    return opened
+
+
+def open_in_window(staged: catalog.StagedSet, config: Config, docker: Docker,
+                   deployment: Deployment, to_stop: list[Container], report: WindowReport,
+                   prepared, phases: Phases, inside_window: Callable[[], None] | None,
+                   deferred: list[MaintError]) -> Opened:
+    """Stop the tracker, open the snapshot (run `inside_window`, its MaintError into
+    `deferred`), start the tracker again; without a running tracker (--force), no window."""
+    engine = ENGINES[deployment.driver]
+    # A MySQL snapshot is an open transaction on the live database: a restore has to wait for
+    # the dump to finish, so it is exported inside the window.
+    export_first = inside_window is not None and deployment.driver == "mysql"
+    with contextlib.ExitStack() as stack:
+        window_opened = catalog.utc_now()
+        if to_stop:
+            stack.enter_context(WindowGuard(
+                config.path, config.backup.directory, to_stop,
+                config.deployment.stop_timeout, report))
+            stack.enter_context(maintenance_window(
+                docker, to_stop, config.deployment.stop_timeout,
+                config.deployment.start_timeout, report))
+        else:
+            log.warning("the tracker is not running: snapshot without a window")
+        held = pending_signal()
+        if held is not None:  # asked to stop during `docker stop`: no snapshot, restart
+            raise Interrupted(held)
+        opened_at = catalog.utc_now()
+        snapshot = prepared.open()
+        opened = Opened(snapshot, opened_at, catalog.utc_now(), window_opened)
+        if export_first:
+            with phases.timed("export"):
+                opened.database = export_database(snapshot, engine.FILE_STEM, config,
+                                                  staged.path)
+        if inside_window is not None:
+            try:
+                inside_window()
+            except MaintError as error:  # the safety set is still committed, then raised
+                deferred.append(error)
+    return opened
 
 
 def refuse_a_snapshot_taken_while_running(docker: Docker, to_stop: list[Container],
@@ -482,6 +573,7 @@ def refuse_a_snapshot_taken_while_running(docker: Docker, to_stop: list[Containe
 
 
 def summary(manifest: dict, path: Path) -> str:
+    """The lines a committed backup prints: downtime, sizes, rows, total time."""
     database = manifest["artifacts"][0]
     downtime = manifest["downtime_seconds"]
     phases = manifest["phases"]
@@ -489,6 +581,11 @@ def summary(manifest: dict, path: Path) -> str:
                        for name in ("stop", "snapshot", "start", "wait_healthy") if name in phases)
     rows = ", ".join(f"{t}={n}" for t, n in manifest["database"]["tables"].items())
     downtime_text = f"{downtime:.3f} s ({window})" if downtime is not None else "none (--force)"
+    if manifest.get("window_mode") == "online" and downtime is not None:
+        held = manifest["database"].get("writes_held_seconds")
+        held_text = f", its writes held {held:.3f} s" if held is not None else ""
+        downtime_text = (f"{downtime:.3f} s ({ONLINE_NOTE}; snapshot opened in "
+                         f"{phases['snapshot']:.3f} s{held_text})")
     method = manifest["database"].get("snapshot_method", "consistent transaction + dump")
     return (
         f"backup {manifest['id']} committed: {path}\n"

@@ -167,6 +167,25 @@ def check_sandbox(config: Config, deployment, echo: Callable[[str], None]) -> li
     return problems
 
 
+def check_window_mode(config: Config, deployment, echo: Callable[[str], None]) -> list[str]:
+    """Say the [window] mode; "online" with an SQLite database in rollback-journal mode is a
+    problem (every backup would refuse it)."""
+    from torrust_maint.engines import sqlite as sqlite_engine
+
+    if not config.window.online:
+        echo('window: mode "stop" (the tracker is stopped for each snapshot)')
+        return []
+    echo('window: mode "online" (no window, the tracker keeps running; a set holds what it '
+         "had committed to the database, not what it keeps only in memory)")
+    if deployment is not None and deployment.driver == "mysql":
+        echo("window: MySQL holds the tracker's writes some milliseconds while the snapshot "
+             "opens (LOCK TABLES ... READ: the user needs that privilege)")
+    if deployment is None or deployment.driver != "sqlite3":
+        return []
+    refusal = sqlite_engine.online_refusal(deployment.database.host_path)
+    return [refusal] if refusal else []
+
+
 def check_window_marker(directory: Path, echo: Callable[[str], None]) -> list[str]:
     """An open window: the tracker may be stopped. Fine while the run that opened it holds
     the lock; otherwise a problem that `torrust-maint recover` resolves."""
@@ -252,6 +271,15 @@ def check_offsite(config: Config, echo: Callable[[str], None]) -> list[str]:
     return []
 
 
+def check_sqlite_journal(database, echo: Callable[[str], None]) -> None:
+    """Say the SQLite database's journal mode and, in rollback-journal mode, the expected
+    in-window copy time (a warning recommending WAL above 5 s); never a problem."""
+    from torrust_maint.actions import sqlite_wal
+
+    for line in sqlite_wal.window_report(database):
+        echo(line)
+
+
 def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) -> int:
     problems: list[str] = []
     echo(f"config: {config.path}: ok")
@@ -274,6 +302,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
         if deployment.driver == "sqlite3":
             echo(f"database: {deployment.database.describe()}, "
                  f"{sum(size for _, size in database_files(deployment.database))} bytes")
+            check_sqlite_journal(deployment.database, echo)
         else:
             echo(f"database: {deployment.database.describe()}")
             check_server = check_postgresql if deployment.driver == "postgresql" else check_mysql
@@ -293,6 +322,7 @@ def run(config: Config, docker: Docker, *, echo: Callable[[str], None] = print) 
     problems.extend(check_notify(config, echo))
     problems.extend(check_offsite(config, echo))
     problems.extend(check_sandbox(config, deployment, echo))
+    problems.extend(check_window_mode(config, deployment, echo))
     problems.extend(check_window_marker(directory, echo))
     problems.extend(check_interrupted_restore(directory))
     problems.extend(check_legacy_cron(echo))

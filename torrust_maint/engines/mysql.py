@@ -14,6 +14,11 @@ A shell starts the tool after printing a line on stderr: the window opens only o
 arrived (the process runs). docker exec sends stdout and stderr over one stream, and stderr
 can lag behind; so while open() waits for the tool's progress line it also reads stdout, and
 more stdout than a dump's header proves the snapshot open as well. Both waits are bounded.
+
+In [window] mode "online" the tracker is not stopped, and its commits would fall between the
+two read views. So open() first holds its writes: LOCK TABLES <table> READ on every base table
+(a connection each, opened before), both transactions start, UNLOCK TABLES. The tracker's
+reads go on; its writes wait those milliseconds (the manifest's writes_held_seconds).
 """
 
 from __future__ import annotations
@@ -181,6 +186,11 @@ class MysqlSnapshot:
     head_reader: threading.Thread | None = field(default=None, repr=False)
     # Only these tables (physical name -> name in the set), e.g. a restore's tables set aside.
     tables: dict[str, str] | None = None
+    # [window] mode "online": one connection per base table, to hold the tracker's writes
+    # while both read views open (see hold_writes).
+    lock_connections: dict[str, pymysql.connections.Connection] | None = field(
+        default=None, repr=False)
+    writes_held_seconds: float | None = None
 
     def _read_stderr(self) -> None:
         """Collect the tool's stderr; mark the starter's line and the line after "Starting
@@ -235,8 +245,34 @@ class MysqlSnapshot:
 
     def open(self, timeout: float | None = None) -> MysqlSnapshot:
         """Inside the window: start both snapshot transactions and wait until they are open,
-        at most `timeout` seconds ([deployment] snapshot_timeout)."""
+        at most `timeout` seconds ([deployment] snapshot_timeout). Online (the tracker runs),
+        its writes are held meanwhile: both read views then see the same state."""
         seconds = self.timeout if timeout is None else timeout
+        if self.lock_connections is None:
+            return self._open(seconds)
+        deadline = time.monotonic() + seconds
+        held_since = self._hold_writes(deadline)
+        try:
+            return self._open(round(max(0.5, deadline - time.monotonic()), 1))
+        finally:
+            release_writes(self.lock_connections)
+            self.writes_held_seconds = round(time.monotonic() - held_since, 6)
+
+    def _hold_writes(self, deadline: float) -> float:
+        """hold_writes, as one clear MaintError (everything released) if it fails; the
+        monotonic time since which the writes are held."""
+        assert self.lock_connections is not None
+        try:
+            return hold_writes(self.lock_connections, deadline)
+        except pymysql.err.Error as error:
+            self.close()
+            raise MaintError(lock_problem(self.database, error)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, seconds: float) -> MysqlSnapshot:
+        """Start both snapshot transactions and wait until they are open (`seconds`)."""
         try:
             with server_errors(f"snapshot (bounded by [deployment] snapshot_timeout, "
                                f"{seconds:g} s)"), answers_within(self.connection, seconds):
@@ -250,8 +286,9 @@ class MysqlSnapshot:
         self.head_reader.start()
         assert self.process.stdin is not None
         self.process.stdin.close()  # the dump reads its option file to EOF, then connects
-        self._wait(self.snapshot_open, seconds, "did not open its snapshot",
-                   "the tracker is started again")
+        after = "the tracker is started again" if self.lock_connections is None else \
+            "the tracker kept running"
+        self._wait(self.snapshot_open, seconds, "did not open its snapshot", after)
         if self._failed():
             self.close()
             raise MaintError(f"{self.tool} did not open its snapshot: "
@@ -367,18 +404,99 @@ class MysqlSnapshot:
             "table_checksums": self.table_checksums,
             "checksum_method": CHECKSUM_METHOD,
             "sandbox_line_removed": self.sandbox_line_removed,
+            **({"writes_held_seconds": self.writes_held_seconds}
+               if self.writes_held_seconds is not None else {}),
         }
 
     def _options(self) -> tuple[str, ...]:
         return dump_options(self.tool, self.tool_version)
 
     def close(self) -> None:
-        """Release the dump process and the connection, whatever state they are in."""
+        """Release the dump process and the connections, whatever state they are in."""
         containers.release(self.process)
+        for connection in [self.connection, *(self.lock_connections or {}).values()]:
+            try:
+                connection.close()
+            except pymysql.err.Error:
+                pass
+
+
+# -- [window] mode "online": the tracker's writes held while both read views open ------------
+
+LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT
+LOCK_WAIT_SECONDS = 1  # lock_wait_timeout of each table's LOCK TABLES (MySQL counts seconds)
+
+
+def lock_connections(database: MysqlDatabase,
+                     tables: list[str]) -> dict[str, pymysql.connections.Connection]:
+    """Before the snapshot: a logged-in connection per base table, whose lock waits end
+    after LOCK_WAIT_SECONDS."""
+    connections: dict[str, pymysql.connections.Connection] = {}
+    try:
+        for table in tables:
+            connections[table] = connect(database)
+            with server_errors("preflight (lock_wait_timeout)"), \
+                    connections[table].cursor() as cursor:
+                cursor.execute("SET SESSION lock_wait_timeout = %s", (LOCK_WAIT_SECONDS,))
+    except BaseException:
+        for connection in connections.values():
+            connection.close()
+        raise
+    return connections
+
+
+def hold_writes(connections: dict[str, pymysql.connections.Connection],
+                deadline: float) -> float:
+    """LOCK TABLES <table> READ on each table's own connection in turn: once all are granted
+    no transaction that writes them is open, nor can one start (reads go on). The time
+    (monotonic) they were all granted.
+
+    One table per connection: a session never waits while holding, so MySQL's deadlock
+    detector never picks the tracker's transaction as a victim. A writer holding one table
+    and waiting for one we hold is a wait no detector sees: after LOCK_WAIT_SECONDS every
+    lock is released (the writer goes on) and tried again, until `deadline`.
+    """
+    while True:
         try:
-            self.connection.close()
+            for table, connection in connections.items():
+                with answers_within(connection, LOCK_WAIT_SECONDS + 5), \
+                        connection.cursor() as cursor:
+                    cursor.execute(f"LOCK TABLES {quote_name(table)} READ")
+            return time.monotonic()
+        except pymysql.err.OperationalError as error:
+            release_writes(connections)
+            if error.args[0] != LOCK_WAIT_TIMEOUT or time.monotonic() >= deadline:
+                raise
+        signum = pending_signal()
+        if signum is not None:
+            raise Interrupted(signum)
+
+
+def release_writes(connections: dict[str, pymysql.connections.Connection]) -> None:
+    """UNLOCK TABLES on every lock connection (one that fails is closed: that releases it)."""
+    for connection in connections.values():
+        try:
+            with answers_within(connection, PREFLIGHT_TIMEOUT), connection.cursor() as cursor:
+                cursor.execute("UNLOCK TABLES")
         except pymysql.err.Error:
-            pass
+            with contextlib.suppress(pymysql.err.Error):
+                connection.close()
+
+
+def lock_problem(database: MysqlDatabase, error: pymysql.err.Error) -> str:
+    """Why the tracker's writes could not be held for an online snapshot, and the way out."""
+    code = error.args[0] if error.args else None
+    text = error.args[-1] if error.args else error
+    if code in (1044, 1142):  # access denied to the database, to the table
+        return (f"[window] mode = \"online\" holds the tracker's writes with LOCK TABLES ... "
+                f"READ while the snapshot opens, and MySQL user {database.user!r} may not: "
+                f"{text}; grant it LOCK TABLES on `{database.database}`, or set [window] "
+                "mode = \"stop\"; the tracker was not stopped, no set was written")
+    if code == LOCK_WAIT_TIMEOUT:
+        return ("[window] mode = \"online\": the tracker's writes could not be held within "
+                "[deployment] snapshot_timeout (a transaction kept a table busy); no set was "
+                "written, run the backup again")
+    return f"MySQL holding the tracker's writes for the online snapshot failed: {text}"
 
 
 def _chunks(first: bytes, rest):
@@ -431,23 +549,29 @@ def dump_options(tool: str, version: str) -> tuple[str, ...]:
 
 def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
             live_handle_ok: bool = True, timeout: float = SNAPSHOT_TIMEOUT,
-            tables: dict[str, str] | None = None) -> MysqlSnapshot:
+            tables: dict[str, str] | None = None, online: bool = False) -> MysqlSnapshot:
     """Before the window: the option file can be written, the connection works, the dump tool
     exists and runs in the container, blocked on its option file. Every wait is bounded by
     `timeout` ([deployment] snapshot_timeout), the wait in open() too. With `tables` (physical
-    name -> name in the set) only those are dumped and counted, under their names in the set."""
+    name -> name in the set) only those are dumped and counted, under their names in the set.
+    `online`: open() holds the running tracker's writes (a connection per table)."""
     options = option_file(database.user, database.password)
     connection = connect(database)
+    locks = None
     try:
         with server_errors("preflight (SELECT VERSION())"), connection.cursor() as cursor:
             cursor.execute("SELECT VERSION()")
             server_version = cursor.fetchone()[0]
         with server_errors("listing the tables"):
-            restore_tables = [t for t in base_tables(connection, database.database)
-                              if t.startswith(RESTORE_PREFIXES)]
+            every_table = base_tables(connection, database.database)
+        restore_tables = [t for t in every_table if t.startswith(RESTORE_PREFIXES)]
         tool, version = dump_tool(docker, database)
+        if online:
+            locks = lock_connections(database, every_table)
     except BaseException:
         connection.close()
+        for opened in (locks or {}).values():
+            opened.close()
         raise
     argv = ["sh", "-c", STARTER, "sh", tool, "--defaults-extra-file=/dev/stdin",
             *dump_options(tool, version),
@@ -456,11 +580,17 @@ def prepare(docker: Docker, database: MysqlDatabase, staging_dir=None,
             *(f"--ignore-table={database.database}.{t}" for t in restore_tables
               if tables is None),
             database.database, *(tables or {})]
-    snapshot = MysqlSnapshot(database=database, tables=tables,
-                             process=docker.exec_stream(database.container.id, argv),
+    try:
+        process = docker.exec_stream(database.container.id, argv)
+    except BaseException:
+        for opened in [connection, *(locks or {}).values()]:
+            opened.close()
+        raise
+    snapshot = MysqlSnapshot(database=database, tables=tables, process=process,
                              connection=connection, tool=tool,
                              tool_version=re.sub(r"\s+", " ", version),
-                             server_version=server_version, timeout=timeout)
+                             server_version=server_version, timeout=timeout,
+                             lock_connections=locks)
     try:
         snapshot.start_reading()
         _send_options(snapshot, options)

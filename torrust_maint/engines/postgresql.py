@@ -459,9 +459,10 @@ class PostgresqlSnapshot:
 
 def prepare(docker: Docker, database: PostgresqlDatabase, staging_dir=None,
             live_handle_ok: bool = True, timeout: float = SNAPSHOT_TIMEOUT,
-            schema: str = SCHEMA) -> PostgresqlSnapshot:
+            schema: str = SCHEMA, online: bool = False) -> PostgresqlSnapshot:
     """Before the window: log in, read the server's version, find the container's pg_dump and
-    prove how it logs in. Nothing here waits unbounded."""
+    prove how it logs in. Nothing here waits unbounded. `online` ([window] mode) changes
+    nothing: an exported snapshot is one state whoever writes meanwhile."""
     connection = connect(database)
     try:
         server_version = bounded(connection, PREFLIGHT_TIMEOUT, "preflight (SHOW server_version)",

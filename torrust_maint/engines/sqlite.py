@@ -5,6 +5,10 @@ Inside the window the tracker is stopped, so its database file and any ``-wal`` 
 has them) is a consistent snapshot whatever the journal mode. After the restart, opening the
 copy lets SQLite itself replay committed WAL frames or roll back an unfinished transaction;
 the checkpointed single file is what the backup holds.
+
+In [window] mode "online" nothing is stopped: the snapshot is only ever a read transaction on
+the live WAL-mode database (a copy of files the tracker is writing would be torn), and a
+database in rollback-journal mode is refused, since a reader there blocks every commit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ SNAPSHOT_NAME = "database.sqlite3"
 LIVE_SIDE_FILES = ("-wal", "-shm", "-journal")
 RESTORE_SUFFIX = ".torrust-maint-restore"
 FILE_STEM = "database.sqlite3"
+BUSY_TIMEOUT = 30  # seconds SQLite waits for a lock (a stopped tracker holds none)
 NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
               errno.EBADF, errno.EPERM}
 
@@ -116,9 +122,10 @@ class SqliteSnapshot:
 class LiveWalSnapshot:
     """An open read transaction on the live WAL-mode database: the handle of a snapshot.
 
-    Taken inside the window in microseconds whatever the size; after the restart the tracker
-    writes on (readers and the writer do not block each other in WAL mode, and checkpoints
-    cannot pass our read mark), and the backup API copies exactly our snapshot's pages.
+    Taken in microseconds whatever the size, inside the window or, in [window] mode "online",
+    while the tracker runs; the tracker writes on (readers and the writer do not block each
+    other in WAL mode, and checkpoints cannot pass our read mark), and the backup API copies
+    exactly our snapshot's pages.
     """
 
     connection: sqlite3.Connection
@@ -204,24 +211,49 @@ def _refuse_hard_link(path: Path, info: os.stat_result | None) -> None:
                                 "open it as root (it may be another file planted under this name)")
 
 
-def open_live_snapshot(database_path: Path, staging_dir: Path) -> LiveWalSnapshot:
-    """Open a read transaction on the live database (tracker stopped, so nothing is torn)."""
+def open_live_snapshot(database_path: Path, staging_dir: Path,
+                       timeout: float = BUSY_TIMEOUT) -> LiveWalSnapshot:
+    """Open a read transaction on the live database: its first read is the snapshot instant
+    (WAL mode: consistent whether or not the tracker writes); waits at most `timeout` s."""
     info = check_live_files(database_path)
     try:
-        connection = sqlite3.connect(database_path, isolation_level=None, timeout=30)
-        connection.execute("BEGIN")
-        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        # mode=rw: a database that vanished meanwhile is never created anew (as root).
+        connection = sqlite3.connect(f"file:{urllib.parse.quote(str(database_path))}?mode=rw",
+                                     uri=True, isolation_level=None, timeout=timeout)
     except sqlite3.DatabaseError as error:
         raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
     try:
-        _give_side_files_to_owner(database_path, info)
+        connection.execute("BEGIN")
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        _refuse_another_file(database_path, info)
+        give_side_files_to_owner(database_path, info)
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
     except BaseException:
         connection.close()
         raise
     return LiveWalSnapshot(connection, database_path, staging_dir / SNAPSHOT_NAME)
 
 
-def _give_side_files_to_owner(database_path: Path, info: os.stat_result) -> None:
+def _refuse_another_file(database_path: Path, info: os.stat_result) -> None:
+    """Fail unless this process now holds open the very file that was checked: a directory
+    swapped for a symlink between the check and SQLite's open (the tracker runs in [window]
+    mode "online") would have led SQLite, as root, to another file."""
+    wanted = (info.st_dev, info.st_ino)
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found = os.stat(f"/proc/self/fd/{name}")
+        except OSError:  # the fd of the listing itself, gone by now
+            continue
+        if (found.st_dev, found.st_ino) == wanted:
+            return
+    raise safefs.UnsafePath(f"{database_path} changed while SQLite opened it (a directory or "
+                            "the file swapped meanwhile): refusing the snapshot; run the "
+                            "backup again")
+
+
+def give_side_files_to_owner(database_path: Path, info: os.stat_result) -> None:
     """We run as root: -wal/-shm we created must stay usable by the tracker's own user.
 
     Changed through an O_PATH fd opened without following symlinks, never by name: an
@@ -245,20 +277,28 @@ def _give_side_files_to_owner(database_path: Path, info: os.stat_result) -> None
 
 @dataclass
 class SqlitePrepared:
-    """What the window will snapshot, and where to."""
+    """What the window will snapshot, and where to; `online`: the tracker keeps running."""
 
     database_path: Path
     staging_dir: Path
     live_handle_ok: bool = True
     opened: SqliteSnapshot | LiveWalSnapshot | None = field(default=None, repr=False)
+    online: bool = False
+    timeout: float = BUSY_TIMEOUT
 
     def open(self) -> SqliteSnapshot | LiveWalSnapshot:
-        """Inside the window (tracker stopped): reflink, else (WAL) a read handle, else copy."""
+        """Inside the window (tracker stopped): reflink, else (WAL) a read handle, else copy.
+        Online: only the read handle (a copy of files being written would be torn)."""
         self.opened = self._open()
         return self.opened
 
     def _open(self) -> SqliteSnapshot | LiveWalSnapshot:
         """The snapshot open() hands out (and remembers for abort)."""
+        if self.online:
+            refusal = online_refusal(self.database_path)
+            if refusal:  # switched back since the preflight
+                raise MaintError(f"{refusal}; no set was written")
+            return open_live_snapshot(self.database_path, self.staging_dir, self.timeout)
         if self.live_handle_ok and is_wal_database(self.database_path):
             try:
                 return snapshot(self.database_path, self.staging_dir, reflink_only=True)
@@ -293,9 +333,27 @@ def preflight(database, *, replacing: bool = False) -> None:
 
 
 def prepare(docker, database, staging_dir: Path, live_handle_ok: bool = True,
-            timeout: float | None = None) -> SqlitePrepared:
-    """Before the window: nothing to open for SQLite, only the plan (no wait to bound)."""
-    return SqlitePrepared(database.host_path, staging_dir, live_handle_ok)
+            timeout: float | None = None, online: bool = False) -> SqlitePrepared:
+    """Before the window: nothing to open for SQLite, only the plan; `timeout` bounds the
+    wait for the database's locks, `online` snapshots it while the tracker runs."""
+    return SqlitePrepared(database.host_path, staging_dir, live_handle_ok, online=online,
+                          timeout=BUSY_TIMEOUT if timeout is None else timeout)
+
+
+def online_refusal(database_path: Path) -> str | None:
+    """Why [window] mode "online" cannot snapshot this database: an SQLite database that is
+    not in WAL mode (None for a WAL database, or a missing or unreadable file)."""
+    try:
+        with open(safefs.open_nofollow(database_path), "rb") as handle:
+            header = handle.read(20)
+    except (OSError, MaintError):
+        return None  # the snapshot names what is wrong with the file
+    if header[:16] != b"SQLite format 3\x00" or header[18:20] == b"\x02\x02":
+        return None
+    return (f"[window] mode = \"online\": the SQLite database {database_path} is in "
+            "rollback-journal mode, where a reader blocks the tracker's commits for the whole "
+            "export; switch it to WAL mode with `torrust-maint sqlite-wal --yes`, or set "
+            "[window] mode = \"stop\"")
 
 
 def row_counts(connection: sqlite3.Connection) -> dict[str, int]:
