@@ -59,7 +59,8 @@ def seed_mysql(tracker: TrackerStack, rows: int) -> None:
     """Grow the torrents table to about `rows` rows inside the server (INSERT ... SELECT)."""
     connection = tracker.mysql_connect()
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO torrents (info_hash, completed) VALUES (SHA1('seed'), 1)")
+        cursor.execute("INSERT IGNORE INTO torrents (info_hash, completed) "
+                       "VALUES (SHA1('seed'), 1)")
         while True:
             cursor.execute("SELECT COUNT(*) FROM torrents")
             count = cursor.fetchone()[0]

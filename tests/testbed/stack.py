@@ -14,6 +14,7 @@ from pathlib import Path
 
 TRACKER_IMAGE = "torrust-maint-test/tracker:latest"
 CONTAINER_DB_PATH = "/var/lib/torrust/tracker/database/sqlite3.db"
+LATENCY_LOG = "/var/log/torrust/tracker/commit-latency.log"  # storage/tracker/log on the host
 
 COMPOSE_SQLITE = """\
 # Shaped like the Torrust deployer's docker-compose.yml (tracker service only).
@@ -31,6 +32,7 @@ services:
       - STANDIN_WAL_AUTOCHECKPOINT=${{STANDIN_WAL_AUTOCHECKPOINT:-1000}}
       - STANDIN_IGNORE_SIGTERM=${{STANDIN_IGNORE_SIGTERM:-0}}
       - STANDIN_INTERVAL_MS=${{STANDIN_INTERVAL_MS:-5}}
+      - STANDIN_LATENCY_LOG=${{STANDIN_LATENCY_LOG:-}}
     volumes:
       - ./storage/tracker/lib:/var/lib/torrust/tracker:Z
       - ./storage/tracker/log:/var/log/torrust/tracker:Z
@@ -56,6 +58,7 @@ services:
       - TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN=${{TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN}}
       - STANDIN_IGNORE_SIGTERM=${{STANDIN_IGNORE_SIGTERM:-0}}
       - STANDIN_INTERVAL_MS=${{STANDIN_INTERVAL_MS:-5}}
+      - STANDIN_LATENCY_LOG=${{STANDIN_LATENCY_LOG:-}}
     networks:
       - database_network
     volumes:
@@ -106,6 +109,7 @@ services:
       - TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN=${{TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN}}
       - STANDIN_IGNORE_SIGTERM=${{STANDIN_IGNORE_SIGTERM:-0}}
       - STANDIN_INTERVAL_MS=${{STANDIN_INTERVAL_MS:-5}}
+      - STANDIN_LATENCY_LOG=${{STANDIN_LATENCY_LOG:-}}
     networks:
       - database_network
     volumes:
@@ -197,7 +201,7 @@ class TrackerStack:
     def __init__(self, compose_dir: Path, container_name: str, *, journal_mode: str = "delete",
                  wal_autocheckpoint: int = 1000, ignore_sigterm: bool = False,
                  interval_ms: int = 5, driver: str = "sqlite3", user: str | None = None,
-                 postgres_version: int = 17):
+                 postgres_version: int = 17, latency_log: bool = False):
         self.compose_dir = compose_dir
         self.container_name = container_name
         self.driver = driver
@@ -211,6 +215,7 @@ class TrackerStack:
             "STANDIN_WAL_AUTOCHECKPOINT": str(wal_autocheckpoint),
             "STANDIN_IGNORE_SIGTERM": "1" if ignore_sigterm else "0",
             "STANDIN_INTERVAL_MS": str(interval_ms),
+            "STANDIN_LATENCY_LOG": LATENCY_LOG if latency_log else "",
         }
 
     @property
