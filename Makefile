@@ -71,11 +71,17 @@ demo: testbed
 demo-down:
 	$(PYTHON) -m tests.testbed.demo --down
 
-# Restore downtime against a bare `docker stop` + `docker start` of the tracker, same run and
-# stack (MySQL 2,000,000 torrent rows, SQLite 1 GiB; medians of 3), plus backup downtime and
-# timings. Target: restore downtime within 1.5x a bare stop+start. Reports only (nothing is
-# asserted); results go to build/bench-results.json. Smaller: bench.downtime --help.
+# `make bench`, on an otherwise idle machine (about an hour on 2 cores):
+# 1. bench.scale (docs/benchmarks.md): a backup at production sizes (SQLite 1 and 4 GiB in
+#    both journal modes, MySQL 1 GiB), the cron-era pipeline, our stop and online modes, and
+#    the physical reference (bare stop+start, cp, cp + zstd -T0), seen by a 20 ms prober, with
+#    commit latency p99, export throughput, bytes written and peak RSS; each target reported
+#    as met or missed. Results: bench/results/scale.json. Smaller: bench.scale --help.
+# 2. bench.downtime: restore downtime against a bare stop+start (MySQL 2,000,000 torrent rows,
+#    SQLite 1 GiB; medians of 3); target within 1.5x. Results: build/bench-results.json.
+# Reports only: nothing is asserted.
 bench: testbed
+	$(PYTHON) -m bench.scale
 	$(PYTHON) -m bench.downtime
 
 # What the off-site upload sends, by measurement (docs/offsite-dedup.md): the set's
