@@ -477,6 +477,7 @@ def _backup_into(staged: catalog.StagedSet, config: Config, docker: Docker,
                                                   opened.taken_at)
         if database is None:
             log.info("snapshot open; exporting it while the tracker serves")
+            yield_cpu_to_the_tracker()
             with phases.timed("export"):
                 database = export_database(snapshot, engine.FILE_STEM, config, staged.path)
     finally:
@@ -505,6 +506,21 @@ class Opened:
     taken_at: dt.datetime
     window_opened: dt.datetime | None = None
     database: Artifact | None = None
+
+
+EXPORT_NICE = 10  # the export's CPU priority: the serving tracker comes first
+
+
+def yield_cpu_to_the_tracker() -> None:
+    """After the window: run on at nice EXPORT_NICE, so that the tracker serving beside the
+    export gets the CPU first. Linux sets it per thread; threads started from here on (zstd's
+    workers) inherit it. Never raised back: the rest of the run is background work too."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if current < EXPORT_NICE:
+            os.setpriority(os.PRIO_PROCESS, 0, EXPORT_NICE)
+    except OSError as error:  # a sandbox without the right: the export runs as it is
+        log.debug("could not lower the export's priority: %s", error)
 
 
 def open_online(prepared, phases: Phases) -> Opened:
