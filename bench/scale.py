@@ -203,23 +203,38 @@ def bare_restart(tracker: TrackerStack) -> float:
     return with_probe(tracker, restart)[1]
 
 
+def settle() -> None:
+    """Write back what earlier steps left dirty, so that no step pays for another's writes."""
+    os.sync()
+    time.sleep(1)
+
+
 def physical_copy(source: Path, work: Path) -> dict:
-    """`cp` of the file, then `cp` + `zstd -T0` of it (the cache as warm as for ours)."""
+    """`cp` of the file, and `cp` + `zstd -T0` of it, medians of TRIALS (the cache as warm as
+    for ours; written back before each)."""
     target = work / "copy"
-    started = time.monotonic()
-    sh("cp", str(source), str(target))
-    cp_s = time.monotonic() - started
-    target.unlink()
-    started = time.monotonic()
-    sh("cp", str(source), str(target))
-    sh("zstd", "-q", "-T0", "-f", "--rm", str(target), "-o", str(work / "copy.zst"))
-    cp_zstd_s = time.monotonic() - started
-    (work / "copy.zst").unlink()
-    return {"cp_s": round(cp_s, 3), "cp_zstd_s": round(cp_zstd_s, 3)}
+    cp, cp_zstd = [], []
+    for _ in range(TRIALS):
+        settle()
+        started = time.monotonic()
+        sh("cp", str(source), str(target))
+        cp.append(time.monotonic() - started)
+        target.unlink()
+        settle()
+        started = time.monotonic()
+        sh("cp", str(source), str(target))
+        sh("zstd", "-q", "-T0", "-f", "--rm", str(target), "-o", str(work / "copy.zst"))
+        cp_zstd.append(time.monotonic() - started)
+        (work / "copy.zst").unlink()
+    return {"cp_s": round(statistics.median(cp), 3),
+            "cp_zstd_s": round(statistics.median(cp_zstd), 3),
+            "cp_trials_s": [round(v, 3) for v in cp]}
 
 
 def baseline(tracker: TrackerStack, work: Path) -> dict:
     """The cron era: stop, `sqlite3 .backup` or mysqldump, gzip, start."""
+    settle()
+
     def pipeline() -> dict:
         started = time.monotonic()
         sh("docker", "stop", tracker.container_name)
@@ -259,6 +274,7 @@ def ours(tracker: TrackerStack, mode: str) -> dict:
     if mode != "stop":
         extra += f'[window]\nmode = "{mode}"\n'
     config.write_text(tracker.config_toml(extra=extra))
+    settle()
     done, downtime, p99, gap = with_probe(tracker, lambda: cli(config, "backup"))
     assert isinstance(done, Command)
     if done.returncode != 0:
