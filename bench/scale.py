@@ -491,12 +491,55 @@ def print_row(result: dict) -> None:
             print(f"    {mode}: {result[mode]['error']}", flush=True)
 
 
+def fmt(value, digits: int = 3, unit: str = "") -> str:
+    return f"{value:.{digits}f}{unit}" if isinstance(value, (int, float)) else "-"
+
+
+def markdown(document: dict) -> list[str]:
+    """The results as the two tables of docs/benchmarks.md: the figures, then the targets."""
+    lines = ["| scenario | database | baseline downtime | bare stop+start | stop downtime "
+             "(in-window snapshot) | online downtime | cp | cp + zstd -T0 | export stop / "
+             "online | commit p99 idle / online | peak RSS | bytes written (stop) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for result in document["scenarios"]:
+        stop, online = result.get("stop", {}), result.get("online") or {}
+        physical = result.get("physical", {})
+        size = stop.get("database_bytes") or result["seeded"].get("file_bytes")
+        lines.append(
+            f"| {result['label']} | {fmt((size or 0) / 1e9, 2, ' GB')} "
+            f"| {fmt(result['baseline'].get('downtime_s'), 2, ' s')} "
+            f"| {fmt(result.get('bare_downtime_s'), 3, ' s')} "
+            f"| {fmt(stop.get('downtime_s'), 3, ' s')} "
+            f"({fmt(stop.get('phases', {}).get('snapshot'), 3, ' s')}) "
+            f"| {fmt(online.get('downtime_s'), 3, ' s') if online else 'refused'} "
+            f"| {fmt(physical.get('cp_s'), 2, ' s')} | {fmt(physical.get('cp_zstd_s'), 2, ' s')} "
+            f"| {fmt(stop.get('phases', {}).get('export'), 2, ' s')} / "
+            f"{fmt(online.get('phases', {}).get('export'), 2, ' s')} "
+            f"| {fmt(result.get('idle_commit_p99_ms'), 1, ' ms')} / "
+            f"{fmt(online.get('commit_p99_ms'), 1, ' ms')} "
+            f"| {fmt(stop.get('peak_rss_mib'), 0, ' MiB')} "
+            f"| {fmt((stop.get('bytes_written') or 0) / 1e9, 2, ' GB')} |")
+    lines += ["", "| scenario | target | measured | bound | |", "|---|---|---|---|---|"]
+    for result in document["scenarios"]:
+        for name, verdict in result["targets"].items():
+            lines.append(f"| {result['label']} | {name} | {verdict['value']} | "
+                         f"{verdict['bound']} | {'met' if verdict['met'] else '**missed**'} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sqlite-sizes", default="1,4", help="GiB, comma-separated (1,4)")
     parser.add_argument("--mysql-sizes", default="1", help="GiB, comma-separated (1)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/scale.json")
+    parser.add_argument("--table", type=Path, metavar="RESULTS",
+                        help="print a results file as docs/benchmarks.md's tables; measure nothing")
     args = parser.parse_args()
+    if args.table:
+        import json
+
+        print("\n".join(markdown(json.loads(args.table.read_text()))))
+        return 0
 
     def sizes(text: str) -> list[int]:
         return [int(float(part) * GIB) for part in text.split(",") if part.strip()]
