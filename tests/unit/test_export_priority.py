@@ -13,6 +13,7 @@ def in_a_thread(action) -> list[int]:
     seen: list[int] = []
 
     def run() -> None:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)  # from the default, whatever ran before (root)
         seen.append(os.getpriority(os.PRIO_PROCESS, 0))
         action()
         seen.append(os.getpriority(os.PRIO_PROCESS, 0))
@@ -27,10 +28,11 @@ def in_a_thread(action) -> list[int]:
 
 
 def test_the_export_yields_the_cpu_and_its_worker_threads_inherit_it():
+    calling_thread = os.getpriority(os.PRIO_PROCESS, 0)
     before, after, worker = in_a_thread(backup.yield_cpu_to_the_tracker)
-    assert before < backup.EXPORT_NICE
+    assert before == 0
     assert after == worker == backup.EXPORT_NICE
-    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the calling thread only
+    assert os.getpriority(os.PRIO_PROCESS, 0) == calling_thread  # that thread only
 
 
 def test_a_lower_priority_already_set_is_kept():
