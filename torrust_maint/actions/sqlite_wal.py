@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from torrust_maint import catalog, disk_speed, retry, safefs
+from torrust_maint import catalog, disk_speed, retry
 from torrust_maint.actions import backup as backup_action
 from torrust_maint.config import Config
 from torrust_maint.deployment import Deployment, SqliteDatabase, discover
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 THRESHOLD_SECONDS = 5.0  # an expected in-window copy longer than this: recommend WAL
 REASON = "safety backup before switching the SQLite database to WAL mode"
 BUSY_TIMEOUT = 10  # seconds SQLite waits for a lock (nothing should hold one: tracker stopped)
-SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL, ROLLBACK = "wal", "rollback journal"
 
 
@@ -48,11 +47,10 @@ WAL, ROLLBACK = "wal", "rollback journal"
 def header_journal_mode(path: Path) -> str | None:
     """WAL or ROLLBACK as the file's header says (bytes 18-19: 2 = WAL, 1 = rollback); None
     for an empty file. Opened without following a symlink; MaintError for a non-SQLite file."""
-    with open(safefs.open_nofollow(path), "rb") as handle:
-        header = handle.read(20)
+    header = sqlite_engine.read_header(path)
     if not header:
         return None
-    if header[:16] != SQLITE_MAGIC or len(header) < 20:
+    if header[:16] != sqlite_engine.SQLITE_MAGIC or len(header) < 20:
         raise MaintError(f"{path} does not start with the SQLite header: not an SQLite database")
     return {b"\x02\x02": WAL, b"\x01\x01": ROLLBACK}.get(header[18:20], ROLLBACK)
 

@@ -170,14 +170,27 @@ class ReflinkUnavailable(Exception):
     """The filesystem cannot share blocks between these files."""
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def read_header(path: Path) -> bytes:
+    """The first 20 bytes of a database file (its magic and journal versions), opened without
+    following a symlink."""
+    with open(safefs.open_nofollow(path), "rb") as handle:
+        return handle.read(20)
+
+
+def header_says_wal(header: bytes) -> bool:
+    """Whether a database header says WAL mode (read and write versions 2)."""
+    return header[:16] == SQLITE_MAGIC and header[18:20] == b"\x02\x02"
+
+
 def is_wal_database(path: Path) -> bool:
-    """Whether the file's header says WAL mode (read and write versions 2)."""
+    """Whether the file's header says WAL mode (False when it cannot be read)."""
     try:
-        with open(safefs.open_nofollow(path), "rb") as handle:
-            header = handle.read(20)
+        return header_says_wal(read_header(path))
     except OSError:
         return False
-    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
 
 
 def check_live_files(database_path: Path) -> os.stat_result:
@@ -344,11 +357,10 @@ def online_refusal(database_path: Path) -> str | None:
     """Why [window] mode "online" cannot snapshot this database: an SQLite database that is
     not in WAL mode (None for a WAL database, or a missing or unreadable file)."""
     try:
-        with open(safefs.open_nofollow(database_path), "rb") as handle:
-            header = handle.read(20)
+        header = read_header(database_path)
     except (OSError, MaintError):
         return None  # the snapshot names what is wrong with the file
-    if header[:16] != b"SQLite format 3\x00" or header[18:20] == b"\x02\x02":
+    if header[:16] != SQLITE_MAGIC or header_says_wal(header):
         return None
     return (f"[window] mode = \"online\": the SQLite database {database_path} is in "
             "rollback-journal mode, where a reader blocks the tracker's commits for the whole "
