@@ -111,6 +111,7 @@ def test_wal_mode_backup_holds_exactly_the_committed_transactions(make_stack, tm
     [backup] = list_sets(config)
     assert backup["database"]["journal_mode"] == "wal"
     assert backup["database"]["snapshot_method"] == "wal-read"
+    assert backup["database"]["snapshot_reader"] == "pages"
     assert backup["phases"]["snapshot"] < 0.5
     assert_backup_is_exactly_the_committed_state(tracker, backup, tmp_path)
 
@@ -128,6 +129,7 @@ def test_wal_read_handle_leaves_the_side_files_usable_by_a_non_root_tracker(make
     assert done.returncode == 0, done.stderr
     [backup] = list_sets(config)
     assert backup["database"]["snapshot_method"] == "wal-read"
+    assert backup["database"]["snapshot_reader"] == "pages"
     n = assert_backup_is_exactly_the_committed_state(tracker, backup, tmp_path)
     tracker.wait_for_writes(n + 300)  # the tracker writes on after the window
     for suffix in ("", "-wal", "-shm"):
@@ -153,6 +155,7 @@ def test_killed_tracker_with_commits_only_in_the_wal(make_stack, tmp_path):
     assert "standin: stopped" not in tracker.logs()  # it was killed, not stopped
     [backup] = list_sets(config)
     assert backup["database"]["snapshot_method"] == "wal-read"  # ext4: no reflinks
+    assert backup["database"]["snapshot_reader"] == "pages"
     n = assert_backup_is_exactly_the_committed_state(tracker, backup, tmp_path)
     with sqlite3.connect(f"file:{main_file_alone}?immutable=1", uri=True) as alone:
         tables = alone.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'torrents'")

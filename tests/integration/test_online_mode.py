@@ -147,6 +147,7 @@ def test_sqlite_wal_online_backup_holds_the_prefix_committed_at_its_snapshot(
     entry, manifest, poller = online_backup(tracker, record_property)
 
     assert manifest["database"]["snapshot_method"] == "wal-read"
+    assert manifest["database"]["snapshot_reader"] == "pages"
     database = next(a for a in entry["artifacts"] if a["name"] == "database")
     n, state = backup_state(decompress(database, tmp_path / "restored.sqlite3"))
     assert_exactly_the_committed_prefix(n, state, manifest, poller, record_property)

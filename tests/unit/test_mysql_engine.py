@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.parse
 
+import pymysql
 import pytest
 
 from torrust_maint.deployment import ENV_DB_PATH, MysqlDatabase, parse_mysql_dsn
@@ -531,14 +532,49 @@ def test_large_dump_streams_in_chunks_and_keeps_later_sandbox_text():
     assert seen == sorted(seen)
 
 
-def test_missing_trailer_is_a_truncated_dump():
-    connection = FakeConnection(TABLES)
+class StuckConnection(FakeConnection):
+    """A row-count scan that does not return until released (a huge table)."""
+
+    def __init__(self, tables: dict):
+        super().__init__(tables)
+        self.scanning = threading.Event()
+        self.release = threading.Event()
+
+    def answer(self, sql: str, params):
+        if sql.startswith("SELECT COUNT(*)"):
+            self.scanning.set()
+            self.release.wait(30)
+        return super().answer(sql, params)
+
+
+def test_missing_trailer_is_a_truncated_dump_without_waiting_for_the_counts():
+    connection = StuckConnection(TABLES)
     snapshot = snapshot_of(FakeProcess(SANDBOX + b" \n" + DUMP_BODY, VERBOSE), connection)
-    with pytest.raises(MaintError) as caught:
-        export(snapshot)
+    try:
+        with pytest.raises(MaintError) as caught:
+            export(snapshot)
+        assert connection.scanning.is_set()  # the counts ran beside the dump
+        assert not connection.release.is_set()
+    finally:
+        connection.release.set()
     assert str(caught.value) == \
         "the dump from mariadb-dump is truncated (no '-- Dump completed')"
-    assert connection.executed == []  # no row counts of a dump we do not keep
+
+
+def test_counts_run_beside_the_dump_and_their_failure_fails_the_export():
+    class FailingCount(FakeConnection):
+        def answer(self, sql: str, params):
+            if sql.startswith("SELECT COUNT(*)"):
+                raise pymysql.err.OperationalError(2013, "Lost connection to server")
+            return super().answer(sql, params)
+
+    failing = FailingCount(TABLES)
+    snapshot = snapshot_of(FakeProcess(SANDBOX + b" \n" + DUMP_BODY + TRAILER, VERBOSE),
+                           failing)
+    with pytest.raises(MaintError) as caught:
+        export(snapshot)
+    assert str(caught.value) == ("MySQL row counts and checksums of the snapshot failed: "
+                                 "Lost connection to server")
 
 
 def test_trailer_only_in_the_middle_is_a_truncated_dump():
@@ -558,7 +594,6 @@ def test_non_zero_exit_fails_with_the_tools_message():
     assert str(caught.value) == (
         "mariadb-dump failed (exit 2): mariadb-dump: Got error: 2013: \"Lost connection to "
         "server during query\" when dumping table `torrents` at row: 1024")
-    assert connection.executed == []
 
 
 def test_non_zero_exit_without_a_message():
@@ -575,7 +610,6 @@ def test_a_warning_fails_a_complete_dump():
         export(snapshot)
     assert str(caught.value) == ("mariadb-dump reported problems: Warning: column statistics "
                                  "not supported by the server.")
-    assert connection.executed == []
 
 
 def test_verbose_lines_and_blank_lines_are_not_problems():

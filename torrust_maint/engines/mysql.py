@@ -334,6 +334,14 @@ class MysqlSnapshot:
         return "; ".join(line for line in self.stderr_lines if line and not line.startswith("--"))
 
     def export_to(self, stream, progress: Callable[[int], None] | None = None) -> None:
+        """Stream the dump into `stream` while our own read view counts and checksums the
+        same snapshot (in parallel: the two scans take about as long), then check both."""
+        counting = BackgroundCall(self._count_rows)
+        # On an error the scan is not waited for: close() ends the connection under it.
+        self._stream_dump(stream, progress)
+        counting.result()
+
+    def _stream_dump(self, stream, progress: Callable[[int], None] | None) -> None:
         """Stream the dump into `stream`, then check that it is complete and clean."""
         assert self.process.stdout is not None
         total, tail = 0, b""
@@ -362,7 +370,6 @@ class MysqlSnapshot:
             raise MaintError(f"{self.tool} reported problems: {problems}")
         if TRAILER not in tail:
             raise MaintError(f"the dump from {self.tool} is truncated (no '-- Dump completed')")
-        self._count_rows()
 
     def _count_rows(self) -> None:
         """Row counts and order-independent checksums per table, in our snapshot (after the
@@ -497,6 +504,28 @@ def lock_problem(database: MysqlDatabase, error: pymysql.err.Error) -> str:
                 "[deployment] snapshot_timeout (a transaction kept a table busy); no set was "
                 "written, run the backup again")
     return f"MySQL holding the tracker's writes for the online snapshot failed: {text}"
+
+
+class BackgroundCall:
+    """A function run in a thread now; result() re-raises what it raised, in the caller."""
+
+    def __init__(self, function: Callable[[], None]):
+        self._error: BaseException | None = None
+        self._function = function
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._function()
+        except BaseException as error:  # noqa: BLE001 -- handed to the caller by result()
+            self._error = error
+
+    def result(self) -> None:
+        """Wait for the function to return; raise what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _chunks(first: bytes, rest):

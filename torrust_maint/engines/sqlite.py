@@ -13,6 +13,7 @@ database in rollback-journal mode is refused, since a reader there blocks every 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -20,11 +21,12 @@ import os
 import shutil
 import sqlite3
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torrust_maint import notify, safefs
+from torrust_maint.engines import sqlite_pages
 from torrust_maint.errors import MaintError, VerificationFailed
 from torrust_maint.progress import Progress
 from torrust_maint.swap import FileSwap
@@ -80,11 +82,7 @@ class SqliteSnapshot:
                 self.journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
                 if self.journal_mode == "wal":
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                result = connection.execute("PRAGMA quick_check").fetchall()
-                if result != [("ok",)]:
-                    problems = "; ".join(row[0] for row in result[:5])
-                    raise MaintError(f"the SQLite snapshot fails quick_check: {problems}")
-                self.table_rows = row_counts(connection)
+                self.table_rows = checked_row_counts(connection)
             finally:
                 connection.close()
         except sqlite3.DatabaseError as error:
@@ -118,22 +116,51 @@ class SqliteSnapshot:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
 
+def checked_row_counts(connection: sqlite3.Connection) -> dict[str, int]:
+    """quick_check the database as the connection sees it (MaintError unless "ok"), then its
+    row counts."""
+    result = connection.execute("PRAGMA quick_check").fetchall()
+    if result != [("ok",)]:
+        problems = "; ".join(row[0] for row in result[:5])
+        raise MaintError(f"the SQLite snapshot fails quick_check: {problems}")
+    return row_counts(connection)
+
+
+@dataclass
+class SnapshotFiles:
+    """Read-only fds of the live database file and its WAL, with the snapshot's page map:
+    what export streams from, with no copy written beside them. The fds are the snapshot's
+    (LiveWalSnapshot.held_fds) and closed only after SQLite's connection: closing any fd of a
+    file drops every POSIX lock this process holds on it, SQLite's read lock too."""
+
+    database_fd: int
+    wal_fd: int
+    pages: sqlite_pages.PageMap
+
+
 @dataclass
 class LiveWalSnapshot:
     """An open read transaction on the live WAL-mode database: the handle of a snapshot.
 
     Taken in microseconds whatever the size, inside the window or, in [window] mode "online",
     while the tracker runs; the tracker writes on (readers and the writer do not block each
-    other in WAL mode, and checkpoints cannot pass our read mark), and the backup API copies
-    exactly our snapshot's pages.
+    other in WAL mode, and checkpoints cannot pass our read mark). With `files`, export
+    streams the snapshot's pages (sqlite_pages); without, the backup API copies them first.
     """
 
     connection: sqlite3.Connection
     database_path: Path
     path: Path
     inner: SqliteSnapshot | None = None
+    files: SnapshotFiles | None = None
+    held_fds: list[int] = field(default_factory=list)  # closed after the connection
+    table_rows: dict[str, int] = field(default_factory=dict)
+    streamed_bytes: int = 0
 
     def export_to(self, stream, progress: Callable[[int], None] | None = None) -> None:
+        if self.files is not None:
+            self._stream_to(self.files, stream, progress)
+            return
         target = sqlite3.connect(self.path)
         try:
             self.connection.backup(target)  # uses our open read transaction: our snapshot
@@ -145,8 +172,26 @@ class LiveWalSnapshot:
         self.inner = SqliteSnapshot(path=self.path, method="wal-read", copied_bytes=0)
         self.inner.export_to(stream, progress)
 
+    def _stream_to(self, files: SnapshotFiles, stream,
+                   progress: Callable[[int], None] | None) -> None:
+        """Stream the pages, then check the same snapshot through SQLite (quick_check, row
+        counts) before the read transaction ends."""
+        self.streamed_bytes = sqlite_pages.copy_pages(files.database_fd, files.wal_fd,
+                                                      files.pages, stream, progress)
+        try:
+            self.table_rows = checked_row_counts(self.connection)
+        except sqlite3.DatabaseError as error:
+            raise MaintError(f"the SQLite snapshot cannot be read: {error}") from None
+        self._release()
+
     def manifest(self) -> dict:
+        if self.files is not None:
+            return {"snapshot_method": "wal-read", "snapshot_reader": "pages",
+                    "snapshot_bytes": self.streamed_bytes, "snapshot_side_files": [],
+                    "wal_frames": self.files.pages.frames, "journal_mode": "wal",
+                    "sqlite_version": sqlite3.sqlite_version, "tables": self.table_rows}
         data = self.inner.manifest() if self.inner else {"snapshot_method": "wal-read"}
+        data["snapshot_reader"] = "backup-api"
         data["journal_mode"] = "wal"
         return data
 
@@ -156,6 +201,7 @@ class LiveWalSnapshot:
             self.connection.close()
         except sqlite3.Error:
             pass
+        _close_fds(self.held_fds)
 
     def close(self) -> None:
         self._release()
@@ -227,43 +273,127 @@ def _refuse_hard_link(path: Path, info: os.stat_result | None) -> None:
 def open_live_snapshot(database_path: Path, staging_dir: Path,
                        timeout: float = BUSY_TIMEOUT) -> LiveWalSnapshot:
     """Open a read transaction on the live database: its first read is the snapshot instant
-    (WAL mode: consistent whether or not the tracker writes); waits at most `timeout` s."""
+    (WAL mode: consistent whether or not the tracker writes); waits at most `timeout` s.
+
+    It opens while a second connection holds the write lock for a moment (microseconds: the
+    tracker's next commit waits that long), so that the wal-index header read then is the
+    snapshot's: what lets export stream its pages (SnapshotFiles)."""
     info = check_live_files(database_path)
+    connection = _connect_existing(database_path, timeout)
+    held: list[int] = []
     try:
-        # mode=rw: a database that vanished meanwhile is never created anew (as root).
-        connection = sqlite3.connect(f"file:{urllib.parse.quote(str(database_path))}?mode=rw",
-                                     uri=True, isolation_level=None, timeout=timeout)
-    except sqlite3.DatabaseError as error:
-        raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
-    try:
-        connection.execute("BEGIN")
-        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-        _refuse_another_file(database_path, info)
+        with _writers_held(database_path, timeout):
+            connection.execute("BEGIN")
+            connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+            sqlite_files = _inodes_open_here()
+            _refuse_another_file(database_path, info, sqlite_files)
+            files = _open_snapshot_files(database_path, info, sqlite_files, held)
         give_side_files_to_owner(database_path, info)
+        if files is not None:
+            files = _map_frames(files)
     except sqlite3.DatabaseError as error:
-        connection.close()
+        _close_all(connection, held)
         raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
     except BaseException:
-        connection.close()
+        _close_all(connection, held)
         raise
-    return LiveWalSnapshot(connection, database_path, staging_dir / SNAPSHOT_NAME)
+    return LiveWalSnapshot(connection, database_path, staging_dir / SNAPSHOT_NAME, files=files,
+                           held_fds=held)
 
 
-def _refuse_another_file(database_path: Path, info: os.stat_result) -> None:
+def _connect_existing(database_path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection (autocommit) to the database; mode=rw: one that vanished meanwhile is never
+    created anew (as root)."""
+    try:
+        return sqlite3.connect(f"file:{urllib.parse.quote(str(database_path))}?mode=rw",
+                               uri=True, isolation_level=None, timeout=timeout)
+    except sqlite3.DatabaseError as error:
+        raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
+
+
+@contextlib.contextmanager
+def _writers_held(database_path: Path, timeout: float) -> Iterator[None]:
+    """Hold the database's write lock (BEGIN IMMEDIATE on a second connection: no commit can
+    happen meanwhile), waiting at most `timeout` s for a writer's transaction to end."""
+    gate = _connect_existing(database_path, timeout)
+    try:
+        gate.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        try:
+            gate.rollback()
+        finally:
+            gate.close()
+
+
+def _close_all(connection: sqlite3.Connection, fds: list[int]) -> None:
+    """Close the connection, then our fds of its files (see SnapshotFiles)."""
+    connection.close()
+    _close_fds(fds)
+
+
+def _close_fds(fds: list[int]) -> None:
+    """Close each fd once (a number closed twice may belong to another file by then)."""
+    while fds:
+        os.close(fds.pop())
+
+
+def _inodes_open_here() -> set[tuple[int, int]]:
+    """(device, inode) of every file this process holds open: SQLite's among them."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            info = os.stat(f"/proc/self/fd/{name}")
+        except OSError:  # the fd of the listing itself, gone by now
+            continue
+        found.add((info.st_dev, info.st_ino))
+    return found
+
+
+def _refuse_another_file(database_path: Path, info: os.stat_result,
+                         open_here: set[tuple[int, int]]) -> None:
     """Fail unless this process now holds open the very file that was checked: a directory
     swapped for a symlink between the check and SQLite's open (the tracker runs in [window]
     mode "online") would have led SQLite, as root, to another file."""
-    wanted = (info.st_dev, info.st_ino)
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            found = os.stat(f"/proc/self/fd/{name}")
-        except OSError:  # the fd of the listing itself, gone by now
-            continue
-        if (found.st_dev, found.st_ino) == wanted:
-            return
-    raise safefs.UnsafePath(f"{database_path} changed while SQLite opened it (a directory or "
-                            "the file swapped meanwhile): refusing the snapshot; run the "
-                            "backup again")
+    if (info.st_dev, info.st_ino) not in open_here:
+        raise safefs.UnsafePath(f"{database_path} changed while SQLite opened it (a directory "
+                                "or the file swapped meanwhile): refusing the snapshot; run "
+                                "the backup again")
+
+
+def _open_snapshot_files(database_path: Path, info: os.stat_result,
+                         sqlite_files: set[tuple[int, int]],
+                         held: list[int]) -> SnapshotFiles | None:
+    """Our own fds of the database, its -wal and -shm (added to `held`), and the snapshot's
+    size and last frame from the -shm (writes held: see open_live_snapshot); each must be the
+    very file SQLite holds open. None (the backup API then copies the snapshot) when a file is
+    missing or its layout is not one sqlite_pages knows."""
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{database_path}{suffix}")
+            held.append(safefs.open_nofollow(path))
+            found = os.fstat(held[-1])
+            if (found.st_dev, found.st_ino) not in sqlite_files:
+                raise sqlite_pages.Unreadable(f"{path} is not the file SQLite has open")
+            _refuse_hard_link(path, found)
+            if not suffix and (found.st_dev, found.st_ino) != (info.st_dev, info.st_ino):
+                raise sqlite_pages.Unreadable(f"{database_path} is not the file checked")
+        pages = sqlite_pages.read_snapshot_index(held[2], held[0])
+    except (FileNotFoundError, sqlite_pages.Unreadable) as why:
+        log.info("the snapshot will be copied by SQLite's backup API first: %s", why)
+        return None
+    return SnapshotFiles(database_fd=held[0], wal_fd=held[1], pages=pages)
+
+
+def _map_frames(files: SnapshotFiles) -> SnapshotFiles | None:
+    """The page map with its WAL frames (writes flow again by now: see map_wal_frames); None
+    when the WAL does not have the layout sqlite_pages knows."""
+    try:
+        sqlite_pages.map_wal_frames(files.pages, files.wal_fd)
+    except sqlite_pages.Unreadable as why:
+        log.info("the snapshot will be copied by SQLite's backup API first: %s", why)
+        return None
+    return files
 
 
 def give_side_files_to_owner(database_path: Path, info: os.stat_result) -> None:
