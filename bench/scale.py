@@ -318,6 +318,28 @@ def mysql_reference(result: dict, work: Path) -> dict:
     return reference
 
 
+DUMP_ALONE = ('tool=$(command -v mariadb-dump || command -v mysqldump) && '
+              '"$tool" --defaults-extra-file=/dev/stdin --single-transaction --hex-blob '
+              '"$1" > /dev/null')
+
+
+def dump_alone(tracker: TrackerStack) -> float:
+    """The floor of a MySQL export: the server's own dump tool writing to /dev/null inside
+    its container (no docker exec stream, no compression), median of TRIALS."""
+    from tests.testbed.stack import MYSQL_USER_PASSWORD
+    from torrust_maint.engines.mysql import option_file
+
+    options = option_file("db_user", MYSQL_USER_PASSWORD)
+    times = []
+    for _ in range(TRIALS):
+        settle()
+        started = time.monotonic()
+        sh("docker", "exec", "--interactive", tracker.mysql_container_name, "sh", "-c",
+           DUMP_ALONE, "sh", "torrust_tracker", input=options)
+        times.append(time.monotonic() - started)
+    return round(statistics.median(times), 3)
+
+
 def seed(tracker: TrackerStack, scenario: dict) -> dict:
     """Seed before (SQLite) or with the tracker stopped (MySQL); the seeded size."""
     started = time.monotonic()
@@ -400,6 +422,7 @@ def measure(scenario: dict, work: Path) -> dict:
             result["physical"] = physical_copy(tracker.db_host_path, work)
         elif "dump_path" in result["stop"]:
             result["physical"] = mysql_reference(result["stop"], work)
+            result["physical"]["dump_alone_s"] = dump_alone(tracker)
             result.get("online", {}).pop("dump_path", None)
             result.get("online", {}).pop("dump_compression", None)
     finally:
@@ -448,6 +471,10 @@ def verdicts(result: dict) -> dict:
             target(f"{mode} export / (cp + zstd -T0)",
                    ratio(run["phases"].get("export"), physical.get("cp_zstd_s")),
                    TARGETS["export_ratio"])
+            if physical.get("dump_alone_s"):  # MySQL: the dump itself is the floor
+                target(f"{mode} export / dump tool alone (reference)",
+                       ratio(run["phases"].get("export"), physical["dump_alone_s"]),
+                       TARGETS["export_ratio"])
             target(f"{mode} peak RSS (MiB)", run["peak_rss_mib"], TARGETS["peak_rss_mib"])
     return found
 

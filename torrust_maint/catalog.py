@@ -213,6 +213,7 @@ class BackupSet:
                           for a in typed_field(manifest, "artifacts", [])
                           if isinstance(a, dict) and plain_name(a.get("path"))],
             "downtime_seconds": typed_field(manifest, "downtime_seconds", None),
+            "window_mode": window_mode(manifest),
             "phases": typed_field(manifest, "phases", {}),
             "warnings": typed_field(manifest, "warnings", []),
             "verification": manifest.get("verification"),
@@ -220,6 +221,13 @@ class BackupSet:
             "kind": self.kind,
             "pre_restore": manifest.get("pre_restore") if self.kind != BACKUP else None,
         }
+
+
+def window_mode(manifest: dict) -> str | None:
+    """How the set's snapshot was taken: "stop" (a window; also sets from before [window]
+    mode existed, which recorded none) or "online"; None for another value."""
+    mode = manifest.get("window_mode", "stop") if manifest.get("tool") else None
+    return mode if mode in ("stop", "online") else None
 
 
 def rewrite_manifest(backup_set: BackupSet, manifest: dict) -> None:

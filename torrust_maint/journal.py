@@ -44,6 +44,7 @@ MESSAGE_IDS = {
     "offsite_forgotten": "adb2bdf4c3e74b6a98a0732e34216d8a",
     "offsite_checked": "2de587f00eb947aba6857357e8e18dea",
     "offsite_fetched": "898c570fb602478c9d674e14d92f7f68",
+    "switched_to_wal": "b1eff495dcea47b1bb92faf478923f7e",
 }
 
 # A journal field name a client may set: upper case, digits, underscores, not starting with

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sqlite3
 import sys
@@ -314,7 +315,8 @@ def test_dry_run_prints_each_step_and_changes_nothing(stack, running, fake_docke
 # -- the switch -------------------------------------------------------------------------------
 
 def test_the_switch_runs_in_the_safety_sets_window_and_keeps_the_owner(
-        stack, running, fake_docker, docker, tmp_path, monkeypatch, lines):
+        stack, running, fake_docker, docker, tmp_path, monkeypatch, lines, caplog):
+    caplog.set_level(logging.INFO)
     os.chown(stack.db_path, *OWNER)
     os.chmod(stack.db_path, 0o640)
     seen: dict[str, object] = {}
@@ -354,6 +356,11 @@ def test_the_switch_runs_in_the_safety_sets_window_and_keeps_the_owner(
     assert lines[-1].startswith(f"switched {stack.db_path} to WAL mode inside the window of "
                                 f"safety set {safety.id} (journal_mode=WAL ")
     assert rows(stack.db_path) == 3
+    [switched] = [r for r in caplog.records
+                  if getattr(r, "TORRUST_EVENT", None) == "switched_to_wal"]
+    assert (switched.MESSAGE_ID, switched.BACKUP_ID, switched.DATABASE_PATH) == \
+        ("b1eff495dcea47b1bb92faf478923f7e", safety.id, str(stack.db_path))
+    assert 0 <= switched.SWITCH_SEC < 5
 
 
 def test_a_second_run_says_it_is_done(stack, running, docker, tmp_path, lines):

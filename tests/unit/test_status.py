@@ -32,12 +32,13 @@ def directory(tmp_path: Path) -> Path:
 
 
 def make_set(directory: Path, days_ago: float, verification: str | None = None,
-             attempt: str | None = None) -> str:
+             attempt: str | None = None, **fields) -> str:
     moment = catalog.utc_now() - dt.timedelta(days=days_ago)
     set_id = moment.strftime("%Y%m%dT%H%M%SZ")
     staged = catalog.StagedSet(directory, set_id)
     manifest = {"format": 1, "tool": "torrust-maint", "id": set_id,
-                "created_at": catalog.rfc3339(moment), "complete": True, "artifacts": []}
+                "created_at": catalog.rfc3339(moment), "complete": True, "artifacts": [],
+                **fields}
     if verification:
         manifest["verification"] = {"verified_at": catalog.rfc3339(moment),
                                     "outcome": verification, "problems": []}
@@ -79,10 +80,33 @@ def test_all_well(tmp_path, directory, capsys):
     assert lines[1].startswith(f"backup directory: {directory} (")
     assert lines[1].endswith(" GB free)")
     assert "complete sets: 3 (0.0 MB)" in lines
-    assert f"newest set: {newest} (6 h 0 min old), verification unverified" in lines
+    assert f"newest set: {newest} (6 h 0 min old, in a stop window), verification unverified" \
+        in lines
     assert f"newest verified set: {verified} (2 d 0 h old)" in lines
     assert "window: none open" in lines and "lock: free" in lines
     assert not any("FAILED" in line for line in lines)
+
+
+def test_an_online_set_says_the_tracker_ran_throughout_in_status_and_list(
+        tmp_path, directory, capsys):
+    stopped = make_set(directory, 2, downtime_seconds=0.512)
+    newest = make_set(directory, 1, window_mode="online", downtime_seconds=0.0)
+
+    code, out = status(tmp_path, capsys)
+    assert code == 0
+    assert f"newest set: {newest} (1 d 0 h old, online: the tracker ran throughout), " \
+        "verification unverified" in out.splitlines()
+    code, out = status(tmp_path, capsys, "--json")
+    assert json.loads(out)["newest"]["window_mode"] == "online"
+
+    config = tmp_path / "torrust-maint.toml"
+    assert cli.main(["--config", str(config), "list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows[stopped].split()[5] == "0.512s"
+    assert rows[newest].split()[5] == "online"
+    assert cli.main(["--config", str(config), "list", "--json"]) == 0
+    listed = {s["id"]: s["window_mode"] for s in json.loads(capsys.readouterr().out)}
+    assert listed == {stopped: "stop", newest: "online"}  # none recorded: a stop window
 
 
 def test_failed_newest_sets_warn_and_exit_1(tmp_path, directory, capsys):
@@ -113,7 +137,8 @@ def test_an_inconclusive_attempt_is_shown_but_not_an_alarm(tmp_path, directory, 
 
     assert code == 0
     [line] = [line for line in out.splitlines() if line.startswith("newest set:")]
-    assert line.startswith(f"newest set: {newest} (1 d 0 h old), verification passed at ")
+    assert line.startswith(f"newest set: {newest} (1 d 0 h old, in a stop window), "
+                           "verification passed at ")
     assert line.endswith("; last attempt inconclusive at 2026-03-01T05:00:00Z: "
                          "docker run failed: no such image")
 

@@ -18,6 +18,9 @@ def row(backup_set: catalog.BackupSet, offsite_sets: dict | None = None) -> str:
     driver = data["database"].get("driver")
     driver = catalog.printable(driver) if isinstance(driver, str) else "-"
     downtime = data["downtime_seconds"]
+    downtime_text = f"{downtime:.3f}s" if isinstance(downtime, (int, float)) else "-"
+    if data["window_mode"] == "online":
+        downtime_text = "online"  # the tracker ran throughout
     state = (f"complete, {backup_set.verification}" if backup_set.complete
              else f"incomplete: {catalog.printable(backup_set.problem)}")
     if backup_set.complete and backup_set.kind == catalog.SAFETY:
@@ -29,7 +32,7 @@ def row(backup_set: catalog.BackupSet, offsite_sets: dict | None = None) -> str:
     if isinstance(uploaded, dict):
         state += f", off-site ({catalog.printable(str(uploaded.get('short_id')))})"
     return (f"{catalog.printable(backup_set.id):<20} {created:<20} {driver:<10} {size:>12} "
-            f"{f'{downtime:.3f}s' if downtime is not None else '-':>9}  {state}")
+            f"{downtime_text:>9}  {state}")
 
 
 def legacy_row(legacy: legacy_backups.LegacySet) -> str:

@@ -32,6 +32,7 @@ from torrust_maint.deployment import Deployment, SqliteDatabase, discover
 from torrust_maint.docker import Docker
 from torrust_maint.engines import sqlite as sqlite_engine
 from torrust_maint.errors import ConfigError, MaintError, SkippedError
+from torrust_maint.journal import event
 from torrust_maint.window import signals_raise
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,9 @@ def switch(config: Config, docker: Docker, echo: Callable[[str], None]) -> int:
             if timings:  # the switch ran: say where it left the database
                 echo(f"sqlite-wal: {_left_in(path)}")
             raise
+    event("switched_to_wal", "switched %s to WAL mode inside the window of safety set %s",
+          path, set_id, DATABASE_PATH=str(path), BACKUP_ID=set_id,
+          SWITCH_SEC=timings["journal_mode"])
     echo(f"switched {path} to WAL mode inside the window of safety set {set_id} "
          f"(journal_mode=WAL {timings['journal_mode']:.3f} s); back with the tracker stopped: "
          "PRAGMA journal_mode=DELETE")

@@ -189,6 +189,7 @@ def describe(backup_set: catalog.BackupSet) -> dict:
         "verification": backup_set.verification,
         "verified_at": verdict.get("verified_at") if isinstance(verdict, dict) else None,
         "verification_attempt": backup_set.verification_attempt,
+        "window_mode": catalog.window_mode(backup_set.manifest or {}),
     }
 
 
@@ -396,8 +397,9 @@ def systemd_lines(units: dict | None) -> list[str]:
 def set_lines(data: dict) -> list[str]:
     """The newest set, the newest passed set and a warning for failed newest sets."""
     newest, passed = data["newest"], data["newest_passed"]
-    out = [f"newest set: {newest['id']} ({age(newest['age_seconds'])} old), verification "
-           f"{verification_text(newest)}" if newest else "newest set: none",
+    out = [f"newest set: {newest['id']} ({age(newest['age_seconds'])} old, "
+           f"{mode_text(newest)}), verification {verification_text(newest)}"
+           if newest else "newest set: none",
            f"newest verified set: {passed['id']} ({age(passed['age_seconds'])} old)"
            if passed else "newest verified set: none"]
     count = data["newest_failed_count"]
@@ -405,6 +407,12 @@ def set_lines(data: dict) -> list[str]:
         out.append(f"WARNING: {count} newest set{'s' if count > 1 else ''} FAILED "
                    f"verification: {', '.join(data['newest_failed'])}")
     return out
+
+
+def mode_text(described: dict) -> str:
+    """How the set's snapshot was taken, in words."""
+    return {"online": "online: the tracker ran throughout",
+            "stop": "in a stop window"}.get(described.get("window_mode") or "", "mode unknown")
 
 
 def window_line(marker: dict | None) -> str:
