@@ -231,3 +231,31 @@ def test_a_rollback_journal_database_is_refused_and_the_tracker_left_alone(make_
         [".torrust-maint.lock"]
     assert tracker_identity(tracker) == identity
     assert not Path(f"{tracker.db_host_path}-wal").exists()
+
+
+def test_check_and_backup_name_a_missing_lock_tables_privilege(make_stack):
+    tracker = make_stack(driver="mysql")
+    config = write_config(tracker, extra=ONLINE)
+    granted = run_cli(config, "check")
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    assert "window: MySQL user 'db_user' has the LOCK TABLES privilege: ok" in granted.stdout
+
+    root = tracker.mysql_connect()
+    try:
+        with root.cursor() as cursor:
+            cursor.execute("REVOKE LOCK TABLES ON torrust_tracker.* FROM 'db_user'@'%'")
+    finally:
+        root.close()
+    identity = tracker_identity(tracker)
+    checked = run_cli(config, "check")
+    backed_up = run_cli(config, "backup")
+
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "MySQL user 'db_user' has no LOCK TABLES privilege on `torrust_tracker`" in \
+        checked.stderr
+    assert "[window] mode = \"stop\"" in checked.stderr
+    assert backed_up.returncode != 0
+    assert "may not" in backed_up.stderr and "grant it LOCK TABLES" in backed_up.stderr
+    assert "the tracker was not stopped, no set was written" in backed_up.stderr
+    assert list_sets(config) == []
+    assert tracker_identity(tracker) == identity

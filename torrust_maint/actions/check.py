@@ -180,10 +180,30 @@ def check_window_mode(config: Config, deployment, echo: Callable[[str], None]) -
     if deployment is not None and deployment.driver == "mysql":
         echo("window: MySQL holds the tracker's writes some milliseconds while the snapshot "
              "opens (LOCK TABLES ... READ: the user needs that privilege)")
+        return check_lock_tables(deployment.database, echo)
     if deployment is None or deployment.driver != "sqlite3":
         return []
     refusal = sqlite_engine.online_refusal(deployment.database.host_path)
     return [refusal] if refusal else []
+
+
+def check_lock_tables(database, echo: Callable[[str], None]) -> list[str]:
+    """Online MySQL: the user's LOCK TABLES privilege (a login failure is reported once, by
+    check_mysql)."""
+    from torrust_maint.engines import mysql
+
+    try:
+        problem = mysql.lock_tables_problem(database)
+    except mysql.DatabaseNotReady:
+        return []
+    except MaintError as error:
+        if str(error).startswith("cannot connect to MySQL"):
+            return []
+        return [str(error)]
+    if problem is None:
+        echo(f"window: MySQL user {database.user!r} has the LOCK TABLES privilege: ok")
+        return []
+    return [problem]
 
 
 def check_window_marker(directory: Path, echo: Callable[[str], None]) -> list[str]:

@@ -490,6 +490,36 @@ def release_writes(connections: dict[str, pymysql.connections.Connection]) -> No
                 connection.close()
 
 
+# The current user's own grants (global, then on databases matching ours): information_schema
+# lists a user's rows only, the grantee formatted as 'user'@'host'.
+LOCK_TABLES_GRANTED = (
+    "SELECT COUNT(*) FROM (SELECT grantee FROM information_schema.USER_PRIVILEGES "
+    "WHERE privilege_type = 'LOCK TABLES' UNION ALL SELECT grantee FROM "
+    "information_schema.SCHEMA_PRIVILEGES WHERE privilege_type = 'LOCK TABLES' AND "
+    "%s LIKE table_schema) AS granted WHERE grantee = CONCAT(\"'\", "
+    "SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", "
+    "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
+
+
+def lock_tables_problem(database: MysqlDatabase) -> str | None:
+    """For `check` in [window] mode "online": why the user could not hold the tracker's
+    writes (no LOCK TABLES privilege on the database), None when it can. Asked of the
+    server's grant tables, never by locking the tracker's tables."""
+    connection = connect(database)
+    try:
+        with server_errors("reading the user's privileges"), connection.cursor() as cursor:
+            cursor.execute(LOCK_TABLES_GRANTED, (database.database,))
+            granted = cursor.fetchone()[0]
+    finally:
+        connection.close()
+    if granted:
+        return None
+    return (f"[window] mode = \"online\" holds the tracker's writes with LOCK TABLES ... READ "
+            f"while the snapshot opens, and MySQL user {database.user!r} has no LOCK TABLES "
+            f"privilege on `{database.database}`: grant it (GRANT LOCK TABLES ON "
+            f"`{database.database}`.* TO the user), or set [window] mode = \"stop\"")
+
+
 def lock_problem(database: MysqlDatabase, error: pymysql.err.Error) -> str:
     """Why the tracker's writes could not be held for an online snapshot, and the way out."""
     code = error.args[0] if error.args else None
