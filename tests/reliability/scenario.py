@@ -49,7 +49,7 @@ class Scenario:
 
     def __init__(self, make_stack, engine: str, record: dict, *, ignore_sigterm: bool = False,
                  stop_timeout: int = STOP_TIMEOUT, start_timeout: int = START_TIMEOUT,
-                 **stack_settings):
+                 window_mode: str = "stop", **stack_settings):
         self.engine = engine
         self.record = record
         self.stop_timeout = stop_timeout
@@ -61,10 +61,10 @@ class Scenario:
         self.config = self.tracker.compose_dir.parent / "reliability.toml"
         self.config.write_text(self.tracker.config_toml(
             deployment_extra=f"stop_timeout = {stop_timeout}\nstart_timeout = {start_timeout}\n",
-            extra="[retention]\nkeep_last = 10\n"))
+            extra="[retention]\nkeep_last = 10\n" + f'[window]\nmode = "{window_mode}"\n'))
         self.older: dict[str, dict[str, str]] = {}
         self.stack: StackBaseline | None = None
-        record.update(engine=engine, stop_timeout=stop_timeout)
+        record.update(engine=engine, stop_timeout=stop_timeout, window_mode=window_mode)
 
     # -- before the fault -----------------------------------------------------------------
 

@@ -138,3 +138,58 @@ def test_signal_while_the_mysql_verify_container_runs(signum, make_stack, tmp_pa
     listing = scenario.assert_no_partial_set(allow_unfinished=signum == signal.SIGKILL)
     scenario.assert_new_sets(listing, allowed=1)
     scenario.assert_later_backup_works(tmp_path)  # also: no throwaway container any more
+
+
+ONLINE_PHASES = {"snapshot": "online: no window, the tracker keeps running: opening the snapshot",
+                 "export": PHASES["export"]}
+FAST_ONLINE = {("sqlite-wal", "export", signal.SIGKILL), ("mysql", "snapshot", signal.SIGTERM)}
+
+
+def online_matrix():
+    for engine in ("sqlite-wal", "mysql"):
+        for phase in ONLINE_PHASES:
+            for signum in (signal.SIGKILL, signal.SIGTERM):
+                slow = () if (engine, phase, signum) in FAST_ONLINE else (pytest.mark.slow,)
+                yield pytest.param(engine, phase, signum, marks=slow,
+                                   id=f"online-{engine}-{phase}-{SIGNALS[signum]}")
+
+
+@pytest.mark.parametrize("engine, phase, signum", list(online_matrix()))
+def test_signal_in_online_mode_leaves_the_tracker_untouched(engine, phase, signum, make_stack,
+                                                            tmp_path, record):
+    """[window] mode "online": a signal while the snapshot opens or exports never stops the
+    tracker (same start, same process), leaves no partial set and no held lock: the MySQL
+    writes held for the snapshot are released with the connections, the SQLite read
+    transaction with the process."""
+    name = SIGNALS[signum]
+    scenario = Scenario(make_stack, engine, record, window_mode="online")
+    record.update(fault=f"{name} during online {phase}", phase=f"online {phase}", signal=name)
+    scenario.prepare()
+    started_at, starts = scenario.started_at(), len(scenario.tracker.startup_seqs())
+
+    run = scenario.run(ONLINE_PHASES[phase], tmp_path / "run")
+    try:
+        run.wait_for_pause()
+        moment = run.send(signum)
+        run.release()
+        code = run.wait(timeout=120)
+    finally:
+        run.kill_if_running()
+    run.finish_reading(timeout=30)
+    scenario.outcome(run, code)
+    record["seconds_to_exit"] = round(time.time() - moment, 3)
+    record["tracker_back_s"] = 0.0
+
+    if signum == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        scenario.assert_one_clear_line(run, code, (1,))
+        assert run.error_lines() == [f"torrust-maint: error: interrupted by {name}"]
+    assert scenario.started_at() == started_at, "the tracker was restarted"
+    assert len(scenario.tracker.startup_seqs()) == starts
+    assert "maintenance window" not in run.output()
+    scenario.assert_older_sets_intact()
+    listing = scenario.assert_no_partial_set(allow_unfinished=signum == signal.SIGKILL)
+    scenario.assert_new_sets(listing, allowed=0)
+    later = scenario.assert_later_backup_works(tmp_path)  # no lock or read mark left behind
+    assert later["window_mode"] == "online"
