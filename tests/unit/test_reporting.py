@@ -501,6 +501,27 @@ def test_the_offsite_units_report_nothing_where_offsite_copies_are_off(tmp_path,
     assert not (state_dir / state.STATE_NAME).exists()
 
 
+def test_an_upload_skipped_by_its_exec_condition_is_no_failure(tmp_path, state_dir, sent,
+                                                               caplog):
+    """What systemd 252 hands the OnSuccess= instance after torrust-offsite.service skipped
+    itself: result exec-condition. No unit_failed record (it would alert on every backup)."""
+    caplog.set_level(logging.INFO)
+    config_path = write_config(tmp_path, state_dir)
+    assert report.run("torrust-offsite", monitor_env(
+        config_path, "cafe0002", "exec-condition", "exited", "1",
+        unit="torrust-offsite.service")) == 0
+    assert [r for r in caplog.records if getattr(r, "TORRUST_EVENT", None) == "unit_failed"] \
+        == []
+    assert sent == []
+    # The same result through OnFailure= (instance with ".service": the condition itself
+    # crashed or exited 255) is a failure.
+    assert report.run("torrust-offsite.service", monitor_env(
+        config_path, "cafe0003", "exec-condition", "exited", "255",
+        unit="torrust-offsite.service")) == 0
+    [failed] = [r for r in caplog.records if getattr(r, "TORRUST_EVENT", None) == "unit_failed"]
+    assert failed.SERVICE_RESULT == "exec-condition"
+
+
 def test_a_killed_upload_is_completed_and_notified_as_an_off_site_upload(tmp_path, state_dir,
                                                                         sent):
     config_path = write_config(tmp_path, state_dir,

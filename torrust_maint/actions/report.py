@@ -142,11 +142,19 @@ def unit_name(instance: str, monitor: dict[str, str]) -> str:
     return name if "." in name else f"{name}.service"
 
 
+def succeeded(instance: str, monitor: dict[str, str]) -> bool:
+    """Whether the unit ended well: result "success", or skipped by its ExecCondition=
+    (result "exec-condition" from the OnSuccess= instance, named without ".service"; a
+    condition that crashed fails the unit and comes through OnFailure=)."""
+    result = monitor.get("MONITOR_SERVICE_RESULT") or "unknown"
+    return result == "success" or (result == "exec-condition" and "." not in instance)
+
+
 def run(instance: str, environ: dict[str, str]) -> int:
     """Record and notify the end of a unit; exit 0 unless nothing at all could be done."""
     monitor = {k: v for k, v in environ.items() if k.startswith("MONITOR_")}
     unit = unit_name(instance, monitor)
-    if (monitor.get("MONITOR_SERVICE_RESULT") or "unknown") != "success":
+    if not succeeded(instance, monitor):
         log_failure(unit, monitor)
     job = job_of(unit)
     config = load_for_notices(config_module.config_path_from(None, environ))
