@@ -3,7 +3,7 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: help testbed test unit integration test-system test-reliability host-images deb lint-deb demo demo-down bench bench-offsite bench-postgresql lint typecheck clean
+.PHONY: help testbed test unit integration test-system test-package piuparts autopkgtest test-reliability host-images deb lint-deb repo previous-release demo demo-down bench bench-offsite bench-postgresql lint typecheck clean
 
 help:
 	@echo "make demo        a real maintenance window and a restore against a demo deployment"
@@ -12,6 +12,8 @@ help:
 	@echo "make test-reliability  50-window soaks and the full fault matrix (slow; restarts dockerd)"
 	@echo "make deb         build dist/torrust-maint_<version>_all.deb (dpkg-buildpackage) and lintian it"
 	@echo "make test-system install the .deb in Debian 12 and 13 systemd containers, run real windows"
+	@echo "make test-package  piuparts and autopkgtest on the .deb, Debian 12 and 13 (make piuparts, make autopkgtest)"
+	@echo "make repo        build the signed apt repository in dist/apt (TORRUST_MAINT_SIGNING_KEY, TORRUST_MAINT_REPO_URL)"
 	@echo "make demo-down   remove the demo deployment"
 	@echo "make lint        ruff (if installed)"
 
@@ -57,13 +59,47 @@ deb:
 lint-deb:
 	env PATH=$(DEBIAN_PATH) lintian --fail-on error,warning --info dist/torrust-maint_$(VERSION)_*.changes
 
+# The signed apt repository (README: Cutting a release): reprepro, suites bookworm and trixie,
+# signed with the key TORRUST_MAINT_SIGNING_KEY names in GNUPGHOME, the sources files pointing
+# at TORRUST_MAINT_REPO_URL. Both are checked before the package is built.
+REPO_DIR ?= dist/apt
+
+repo:
+	bash tools/build-apt-repo.sh --check
+	$(MAKE) deb
+	bash tools/build-apt-repo.sh $(REPO_DIR) dist/torrust-maint_$(VERSION)_all.deb
+
+# The previous release built from its git tag (dist/previous-release, cached by commit):
+# what the upgrade tests (tests/system/test_upgrade.py) upgrade from.
+PREVIOUS_RELEASE ?= v0.1.0
+PREVIOUS_RELEASE_COMMIT ?= 751836d157bd10ee9c12b215e1162638e8fd2efd
+
+previous-release:
+	bash tools/build-previous-release.sh $(PREVIOUS_RELEASE) $(PREVIOUS_RELEASE_COMMIT)
+
 # Debian 12 and 13 systemd "host" images (debootstrap, cached by content hash).
 host-images:
 	bash tests/testbed/build-host-images.sh
 
 # The .deb under real systemd in Debian 12 and 13 host containers driving the test bed.
-test-system: testbed host-images deb
+test-system: testbed host-images deb previous-release
 	$(PYTEST) -ra tests/system
+
+# Debian's package testers on the .deb, for Debian 12 and 13 (tests/package/, README: Package
+# tests): piuparts (install, remove, purge, reinstall, and the upgrade from the previous
+# release, in a chroot where systemd does not run; clean, every exception commented) and
+# autopkgtest (debian/tests in a throwaway container, autopkgtest-virt-docker). Debootstrap
+# bases cached in /var/cache/torrust-maint-test; logs in build/package-tests/.
+PACKAGE_SUITES ?= bookworm trixie
+
+test-package: testbed deb previous-release
+	bash tests/package/run-package-tests.sh $(PACKAGE_SUITES)
+
+piuparts: testbed deb previous-release
+	bash tests/package/run-piuparts.sh $(PACKAGE_SUITES)
+
+autopkgtest: testbed deb
+	bash tests/package/run-autopkgtest.sh $(PACKAGE_SUITES)
 
 demo: testbed
 	$(PYTHON) -m tests.testbed.demo

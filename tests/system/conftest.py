@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.system import apt_repo
 from tests.testbed import stack as testbed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,33 @@ def deb() -> Path:
     if not found:
         pytest.fail(f"no {DIST}/torrust-maint_*_all.deb: run `make deb` (or make test-system)")
     return found[-1]
+
+
+PREVIOUS_RELEASE = DIST / "previous-release"
+
+
+@pytest.fixture(scope="session")
+def previous_deb() -> Path:
+    """The previous release's package, built from its git tag by `make previous-release`."""
+    hint = "run `make previous-release` (make test-system does)"
+    found = sorted(PREVIOUS_RELEASE.glob("torrust-maint_*_all.deb"))
+    if len(found) != 1 or not (PREVIOUS_RELEASE / "COMMIT").exists():
+        pytest.fail(f"no previous release in {PREVIOUS_RELEASE}: {hint}")
+    tag = (PREVIOUS_RELEASE / "TAG").read_text().strip()
+    tagged = run(["git", "-C", str(REPO), "rev-parse", f"refs/tags/{tag}^{{commit}}"],
+                 check=False).stdout.strip()
+    if tagged != (PREVIOUS_RELEASE / "COMMIT").read_text().strip():
+        pytest.fail(f"{found[0].name} was not built from tag {tag} ({tagged or 'missing'}): "
+                    f"{hint}")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory):
+    """A throwaway repository signing key (no passphrase) in a temporary GNUPGHOME."""
+    key = apt_repo.generate_key(tmp_path_factory.mktemp("gnupg"), "torrust-maint-test")
+    yield key
+    apt_repo.stop_agent(key)
 
 
 @pytest.fixture(scope="session")

@@ -427,6 +427,7 @@ def test_wal_snapshot_under_the_hardened_unit(host: Host):
         [backup_set] = [p for p in backup_dir.iterdir() if (p / "manifest.json").exists()]
         manifest = json.loads((backup_set / "manifest.json").read_text())
         assert manifest["database"]["snapshot_method"] == "wal-read"
+        assert manifest["database"]["snapshot_reader"] == "pages"  # under the hardened unit
         assert manifest["verification"]["outcome"] == "passed"
         timing(host.distro, "tracker downtime under systemd, SQLite WAL (s)",
                manifest["downtime_seconds"])

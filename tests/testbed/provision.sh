@@ -17,6 +17,11 @@ APT_PACKAGES=(
     # make deb / make test-system: build the .deb, lintian, logrotate -d, systemd-analyze
     build-essential debhelper dh-python pybuild-plugin-pyproject python3-all
     python3-setuptools python3-wheel lintian logrotate systemd
+    # make test-package (issue 15): piuparts with adequate, autopkgtest (its docker backend
+    # uses the engine above; debootstrap is listed above)
+    piuparts adequate autopkgtest apt-utils
+    # issue 15: make repo (reprepro, gpg signing), the upgrade tests' previous release (git)
+    reprepro gnupg gpgv git
 )
 
 log() { printf 'provision: %s\n' "$*" >&2; }
