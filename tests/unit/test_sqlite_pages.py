@@ -114,6 +114,7 @@ def test_streamed_pages_are_exactly_the_snapshot_while_another_process_writes(
         snapshot = engine.open_live_snapshot(database, tmp_path / "staging")
         try:
             assert snapshot.files is not None  # the pages reader, not the backup API
+            assert snapshot.files.pages.wal_pages == {}  # frames mapped at export, not in a window
             at_snapshot = state_of(snapshot.connection)
             time.sleep(0.3)  # the writer commits and checkpoints meanwhile
             stream = io.BytesIO()
@@ -194,6 +195,29 @@ def test_an_unknown_layout_falls_back_to_the_backup_api(database, tmp_path, monk
     assert snapshot.manifest()["snapshot_reader"] == "backup-api"
     assert exported_state(stream.getvalue(), tmp_path) == ("ok", at_snapshot)
     assert not list((tmp_path / "staging").iterdir())
+
+
+def test_a_wal_it_cannot_map_at_export_falls_back_to_the_backup_api(database, tmp_path,
+                                                                    monkeypatch):
+    def unreadable(*_args):
+        raise sqlite_pages.Unreadable("WAL frame 1 of 1 is missing or stale")
+
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("UPDATE n SET k = 5")  # a frame in the WAL
+    monkeypatch.setattr(sqlite_pages, "map_wal_frames", unreadable)
+    snapshot = engine.open_live_snapshot(database, tmp_path / "staging")
+    try:
+        assert snapshot.files is not None  # the index was read; the frames fail at export
+        at_snapshot = state_of(snapshot.connection)
+        stream = io.BytesIO()
+        snapshot.export_to(stream)
+    finally:
+        snapshot.close()
+        connection.close()
+    assert snapshot.files is None
+    assert snapshot.manifest()["snapshot_reader"] == "backup-api"
+    assert exported_state(stream.getvalue(), tmp_path) == ("ok", at_snapshot)
+    assert at_snapshot[0] == 5
 
 
 def index_header(**fields) -> bytes:

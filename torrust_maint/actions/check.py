@@ -193,13 +193,15 @@ def check_lock_tables(database, echo: Callable[[str], None]) -> list[str]:
     from torrust_maint.engines import mysql
 
     try:
-        problem = mysql.lock_tables_problem(database)
-    except mysql.DatabaseNotReady:
+        connection = mysql.connect(database)
+    except MaintError:
         return []
+    try:
+        problem = mysql.lock_tables_problem(connection, database)
     except MaintError as error:
-        if str(error).startswith("cannot connect to MySQL"):
-            return []
         return [str(error)]
+    finally:
+        connection.close()
     if problem is None:
         echo(f"window: MySQL user {database.user!r} has the LOCK TABLES privilege: ok")
         return []

@@ -501,17 +501,14 @@ LOCK_TABLES_GRANTED = (
     "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
 
 
-def lock_tables_problem(database: MysqlDatabase) -> str | None:
+def lock_tables_problem(connection: pymysql.connections.Connection,
+                        database: MysqlDatabase) -> str | None:
     """For `check` in [window] mode "online": why the user could not hold the tracker's
     writes (no LOCK TABLES privilege on the database), None when it can. Asked of the
     server's grant tables, never by locking the tracker's tables."""
-    connection = connect(database)
-    try:
-        with server_errors("reading the user's privileges"), connection.cursor() as cursor:
-            cursor.execute(LOCK_TABLES_GRANTED, (database.database,))
-            granted = cursor.fetchone()[0]
-    finally:
-        connection.close()
+    with server_errors("reading the user's privileges"), connection.cursor() as cursor:
+        cursor.execute(LOCK_TABLES_GRANTED, (database.database,))
+        granted = cursor.fetchone()[0]
     if granted:
         return None
     return (f"[window] mode = \"online\" holds the tracker's writes with LOCK TABLES ... READ "

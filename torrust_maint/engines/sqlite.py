@@ -158,6 +158,7 @@ class LiveWalSnapshot:
     streamed_bytes: int = 0
 
     def export_to(self, stream, progress: Callable[[int], None] | None = None) -> None:
+        self.files = _map_frames(self.files)  # after the window: the WAL may hold many frames
         if self.files is not None:
             self._stream_to(self.files, stream, progress)
             return
@@ -216,7 +217,7 @@ class ReflinkUnavailable(Exception):
     """The filesystem cannot share blocks between these files."""
 
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_MAGIC = sqlite_pages.SQLITE_MAGIC
 
 
 def read_header(path: Path) -> bytes:
@@ -289,8 +290,6 @@ def open_live_snapshot(database_path: Path, staging_dir: Path,
             _refuse_another_file(database_path, info, sqlite_files)
             files = _open_snapshot_files(database_path, info, sqlite_files, held)
         give_side_files_to_owner(database_path, info)
-        if files is not None:
-            files = _map_frames(files)
     except sqlite3.DatabaseError as error:
         _close_all(connection, held)
         raise MaintError(f"cannot open the SQLite database {database_path}: {error}") from None
@@ -385,9 +384,12 @@ def _open_snapshot_files(database_path: Path, info: os.stat_result,
     return SnapshotFiles(database_fd=held[0], wal_fd=held[1], pages=pages)
 
 
-def _map_frames(files: SnapshotFiles) -> SnapshotFiles | None:
-    """The page map with its WAL frames (writes flow again by now: see map_wal_frames); None
-    when the WAL does not have the layout sqlite_pages knows."""
+def _map_frames(files: SnapshotFiles | None) -> SnapshotFiles | None:
+    """The page map with its WAL frames, read at export time (the read transaction keeps them
+    in place: see map_wal_frames); None when there are no files or the WAL does not have the
+    layout sqlite_pages knows."""
+    if files is None:
+        return None
     try:
         sqlite_pages.map_wal_frames(files.pages, files.wal_fd)
     except sqlite_pages.Unreadable as why:

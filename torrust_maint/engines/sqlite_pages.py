@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from torrust_maint.errors import MaintError
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every database file
 WAL_HEADER_SIZE = 32
 FRAME_HEADER_SIZE = 24
 WAL_MAGICS = (0x377F0682, 0x377F0683)
@@ -84,7 +85,7 @@ def read_snapshot_index(shm_fd: int, database_fd: int) -> PageMap:
 def database_page_size(database_fd: int) -> int:
     """The page size in the database file's header (an empty WAL's index has none)."""
     header = os.pread(database_fd, 100, 0)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
         raise Unreadable("the database file has no SQLite header")
     size_field = struct.unpack_from(">H", header, 16)[0]
     page_size = 65536 if size_field == 1 else size_field
