@@ -73,6 +73,7 @@ repo:
 # what the upgrade tests (tests/system/test_upgrade.py) upgrade from.
 PREVIOUS_RELEASE ?= v0.1.0
 PREVIOUS_RELEASE_COMMIT ?= 751836d157bd10ee9c12b215e1162638e8fd2efd
+export PREVIOUS_RELEASE_COMMIT
 
 previous-release:
 	bash tools/build-previous-release.sh $(PREVIOUS_RELEASE) $(PREVIOUS_RELEASE_COMMIT)

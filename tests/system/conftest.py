@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -59,6 +60,21 @@ def deb() -> Path:
 PREVIOUS_RELEASE = DIST / "previous-release"
 
 
+def previous_release_commit(tag: str) -> str:
+    """The commit the previous release must be built from: its tag's, or, in a clone without
+    tags, the Makefile's PREVIOUS_RELEASE_COMMIT (which `make` passes in the environment)."""
+    tagged = run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
+                  f"refs/tags/{tag}^{{commit}}"], check=False).stdout.strip()
+    if tagged:
+        return tagged
+    named = os.environ.get("PREVIOUS_RELEASE_COMMIT", "")
+    if not named:
+        found = re.search(r"^PREVIOUS_RELEASE_COMMIT \?= *(\S+)",
+                          (REPO / "Makefile").read_text(), re.MULTILINE)
+        named = found.group(1) if found else ""
+    return named
+
+
 @pytest.fixture(scope="session")
 def previous_deb() -> Path:
     """The previous release's package, built from its git tag by `make previous-release`."""
@@ -67,10 +83,9 @@ def previous_deb() -> Path:
     if len(found) != 1 or not (PREVIOUS_RELEASE / "COMMIT").exists():
         pytest.fail(f"no previous release in {PREVIOUS_RELEASE}: {hint}")
     tag = (PREVIOUS_RELEASE / "TAG").read_text().strip()
-    tagged = run(["git", "-C", str(REPO), "rev-parse", f"refs/tags/{tag}^{{commit}}"],
-                 check=False).stdout.strip()
-    if tagged != (PREVIOUS_RELEASE / "COMMIT").read_text().strip():
-        pytest.fail(f"{found[0].name} was not built from tag {tag} ({tagged or 'missing'}): "
+    expected = previous_release_commit(tag)
+    if expected != (PREVIOUS_RELEASE / "COMMIT").read_text().strip():
+        pytest.fail(f"{found[0].name} was not built from {tag} ({expected or 'unknown'}): "
                     f"{hint}")
     return found[0]
 
