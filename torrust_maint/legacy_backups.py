@@ -34,6 +34,20 @@ CONFIG_MEMBER_PREFIX = "data/"  # the old container archived /data/<path> (tar -
 VERDICTS = "legacy-verification.json"  # in the state directory: the sets are not ours to write
 
 
+
+def config_member_path(name: str, prefix: str = CONFIG_MEMBER_PREFIX) -> str | None:
+    """A legacy config archive member's path relative to the compose dir: "" for the prefix
+    directory itself, None when it is not beneath the prefix or climbs out with "..".
+    The one place the old container's data/ prefix is taken off (check and restore)."""
+    normal = os.path.normpath(name)
+    if normal.startswith("/") or ".." in normal.split("/"):
+        return None
+    if normal + "/" == prefix:
+        return ""
+    if not normal.startswith(prefix):
+        return None
+    return normal[len(prefix):]
+
 @dataclass(frozen=True)
 class LegacyFile:
     """One file the cron-based backup wrote."""

@@ -41,7 +41,7 @@ def config_members(legacy_file: legacy_backups.LegacyFile) -> list[str]:
         with tarfile.open(legacy_file.path, mode="r|gz") as archive:
             for member in archive:
                 if not (member.isfile() or member.isdir()) \
-                        or not config_name(member.name):
+                        or legacy_backups.config_member_path(member.name) is None:
                     raise VerificationFailed(
                         f"{legacy_file.relative}: member {member.name!r} is not a plain file "
                         f"or directory beneath /{legacy_backups.CONFIG_MEMBER_PREFIX}")
@@ -51,17 +51,6 @@ def config_members(legacy_file: legacy_backups.LegacyFile) -> list[str]:
         raise VerificationFailed(f"{legacy_file.relative}: not a readable tar archive: "
                                  f"{error}") from None
     return names
-
-
-def config_name(name: str) -> str:
-    """A member's path relative to the compose dir ("" when it is not beneath data/)."""
-    import os
-
-    normal = os.path.normpath(name)
-    prefix = legacy_backups.CONFIG_MEMBER_PREFIX
-    if not normal.startswith(prefix) or ".." in normal.split("/"):
-        return ""
-    return normal[len(prefix):]
 
 
 def inspect(legacy: legacy_backups.LegacySet, docker, image: str | None,

@@ -212,3 +212,20 @@ def test_restore_latest_names_the_legacy_set_when_there_is_no_other(tmp_path):
     with pytest.raises(ConfigError, match="a legacy cron backup is restored by its id: "
                                           "`torrust-maint restore legacy-20261101T030001Z`"):
         restore.choose(config, "latest")
+
+
+@pytest.mark.parametrize(("member", "expected"), [
+    ("data/storage/tracker/etc/tracker.toml", "storage/tracker/etc/tracker.toml"),
+    ("./data/storage/tracker/etc", "storage/tracker/etc"),
+    ("data/", ""),
+    ("data", ""),
+    ("etc/passwd", None),
+    ("/data/storage/tracker/etc/tracker.toml", None),
+    ("data/../etc/passwd", None),
+    ("data/storage/../../etc/passwd", None),
+    ("database/x", None),
+])
+def test_the_old_containers_data_prefix_is_taken_off_in_one_place(member, expected):
+    """check and restore both read a legacy config archive's members through
+    config_member_path: beneath data/ only, never climbing out of it."""
+    assert legacy_backups.config_member_path(member) == expected

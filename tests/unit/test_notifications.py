@@ -8,6 +8,7 @@ receiver on localhost (or a closed localhost port for a failure).
 from __future__ import annotations
 
 import http.server
+import importlib
 import json
 import logging
 import os
@@ -423,6 +424,7 @@ def test_send_without_urls_sends_nothing(monkeypatch):
 
 @pytest.mark.parametrize("name", ["apprise", "urllib3"])
 def test_the_quieted_loggers_are_restored_after_a_send(name):
+    importlib.import_module(name)  # its import adds a NullHandler: not ours to restore
     logger = logging.getLogger(name)
     before = (logger.propagate, logger.level, list(logger.handlers))
     notifications.send(NotifyConfig(urls=(secret_url(closed_port()),)), FAILURE)

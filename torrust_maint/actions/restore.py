@@ -212,12 +212,13 @@ def stage_config(backup_set: catalog.BackupSet, compose_dir: Path,
                 for member in tar:
                     name = _plain_member_name(member)
                     if prefix:
-                        if name + "/" == prefix:
-                            continue
-                        if not name.startswith(prefix):
+                        beneath = legacy_backups.config_member_path(name, prefix)
+                        if beneath is None:
                             raise MaintError(f"config archive member {member.name!r} is not "
                                              f"beneath {prefix}; refusing")
-                        name = name[len(prefix):]
+                        if not beneath:
+                            continue
+                        name = beneath
                     if member.isdir():
                         os.close(safefs.open_dir_beneath(compose_dir, name, create=True))
                         continue
