@@ -23,7 +23,7 @@ testbed:
 	bash tests/testbed/build-images.sh
 
 test: testbed typecheck test-system
-	$(PYTEST) -ra tests/unit tests/integration -m "not slow"
+	$(PYTEST) -ra --durations=15 tests/unit tests/integration -m "not slow"
 	$(PYTEST) -ra tests/reliability -m "not slow"
 
 unit:
@@ -84,7 +84,7 @@ host-images:
 
 # The .deb under real systemd in Debian 12 and 13 host containers driving the test bed.
 test-system: testbed host-images deb previous-release
-	$(PYTEST) -ra tests/system
+	$(PYTEST) -ra --durations=10 tests/system
 
 # Debian's package testers on the .deb, for Debian 12 and 13 (tests/package/, README: Package
 # tests): piuparts (install, remove, purge, reinstall, and the upgrade from the previous

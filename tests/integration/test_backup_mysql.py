@@ -358,6 +358,7 @@ set -o pipefail
 """
 
 
+@pytest.mark.slow  # a race's regression test (23 s): in `make test-reliability`
 def test_the_snapshot_opens_when_the_dump_tools_stderr_lags_behind_its_stdout(make_stack):
     tracker = make_stack(driver="mysql")
     tracker.wait_for_writes(100)
@@ -384,6 +385,7 @@ def test_the_snapshot_opens_when_the_dump_tools_stderr_lags_behind_its_stdout(ma
     tracker.wait_healthy(timeout=10)
 
 
+@pytest.mark.slow  # compatibility with older sets (19 s): in `make test-reliability`
 def test_a_set_with_the_legacy_checksum_still_verifies(make_stack, fresh_server, tmp_path):
     tracker = make_stack(driver="mysql")
     tracker.wait_for_writes(100)

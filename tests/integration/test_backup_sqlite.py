@@ -255,7 +255,7 @@ def test_sigterm_during_the_window_still_restarts_the_tracker(make_stack):
 
 def test_lock_held_by_another_run_exits_5_and_touches_nothing(make_stack):
     tracker = make_stack()
-    config = write_config(tracker)
+    config = write_config(tracker, extra="\n[retry]\ndelay = 1\n")  # waits 1 + 2 s, not 10 + 20
     lock_file = tracker.compose_dir / "storage/backup/.torrust-maint.lock"
     holder = subprocess.Popen(
         [PYTHON, "-c", "import fcntl,os,sys,time; f=open(sys.argv[1],'a+'); "
@@ -271,6 +271,7 @@ def test_lock_held_by_another_run_exits_5_and_touches_nothing(make_stack):
 
     assert done.returncode == 5, done.stderr
     assert f"pid {holder.pid}" in done.stderr
+    assert "(after 3 attempts)" in done.stderr
     assert tracker.startup_seqs() == [0]
 
 

@@ -213,7 +213,9 @@ def test_offsite_check_fetches_the_newest_set_and_scheduled_verify_restores_it(m
     assert state["offsite-check"]["last_run"]["outcome"] == "success"
 
 
-@pytest.mark.parametrize("driver", ["sqlite3", "mysql"])
+# MySQL (33 s) in `make test-reliability`; the SQLite rebuild also runs under systemd in
+# tests/system/test_offsite_drill.py.
+@pytest.mark.parametrize("driver", ["sqlite3", pytest.param("mysql", marks=pytest.mark.slow)])
 def test_a_lost_deployment_is_rebuilt_from_offsite(make_stack, rest_server, tmp_path, driver):
     tracker = make_stack(driver=driver)
     with open(tracker.compose_dir / ".env", "a") as env:  # restored with the set: the
@@ -282,6 +284,7 @@ def test_a_wrong_password_fails_clearly_and_the_next_run_catches_up(make_stack, 
     no_secret(failed.stderr, checked.stdout, checked.stderr)
 
 
+@pytest.mark.slow  # about 1 min of restic's own retries: in `make test-reliability`
 def test_a_full_remote_fails_clearly_and_the_next_run_catches_up(make_stack):
     tracker = make_stack()
     tracker.wait_for_writes(20)
@@ -377,6 +380,7 @@ def session_of(entry: Path) -> int | None:
         return None
 
 
+@pytest.mark.slow  # a fault case (20 s): in `make test-reliability`
 def test_a_stale_lock_of_a_killed_upload_is_removed_a_live_one_never(make_stack, rest_server):
     tracker = make_stack()
     tracker.wait_for_writes(20)

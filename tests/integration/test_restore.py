@@ -449,8 +449,9 @@ BEFORE_VERIFY = "restore: safety set"  # the safety set committed, not verified 
 
 @pytest.mark.parametrize("driver, pause", [
     pytest.param("sqlite3", BEFORE_EXPORT, id="sqlite3-before-export"),
-    pytest.param("mysql", BEFORE_EXPORT, id="mysql-before-export"),
-    pytest.param("postgresql", BEFORE_EXPORT, id="postgresql-before-export"),
+    pytest.param("mysql", BEFORE_EXPORT, id="mysql-before-export", marks=pytest.mark.slow),
+    pytest.param("postgresql", BEFORE_EXPORT, id="postgresql-before-export",
+                 marks=pytest.mark.slow),
     pytest.param("sqlite3", BEFORE_VERIFY, id="sqlite3-before-verify"),
 ])
 def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, driver, pause):
@@ -559,7 +560,8 @@ def test_interrupted_restore_is_shown_kept_and_finished(make_stack, tmp_path, dr
 @pytest.mark.parametrize("driver, pause", [
     ("sqlite3", "restore: database staged beside the live one"),
     ("mysql", "restore: shadow tables imported"),
-    ("postgresql", "restore: schema torrust_maint_new loaded"),
+    pytest.param("postgresql", "restore: schema torrust_maint_new loaded",
+                 marks=pytest.mark.slow),
 ])
 def test_a_restore_killed_while_staging_leaves_nothing_for_later_backups(make_stack, tmp_path,
                                                                           driver, pause):

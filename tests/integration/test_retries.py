@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import PYTHON, REPO, list_sets, write_config
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -162,6 +164,7 @@ def database_health(tracker) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow  # a fault case (13 s): in `make test-reliability`
 def test_a_database_container_not_yet_healthy_is_waited_for(make_stack, tmp_path):
     """The database container restarted and its healthcheck has not passed yet ("starting":
     here held there by hiding the probe's mysqladmin): the backup waits, then goes on."""
