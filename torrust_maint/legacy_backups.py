@@ -34,7 +34,6 @@ CONFIG_MEMBER_PREFIX = "data/"  # the old container archived /data/<path> (tar -
 VERDICTS = "legacy-verification.json"  # in the state directory: the sets are not ours to write
 
 
-
 def config_member_path(name: str, prefix: str = CONFIG_MEMBER_PREFIX) -> str | None:
     """A legacy config archive member's path relative to the compose dir: "" for the prefix
     directory itself, None when it is not beneath the prefix or climbs out with "..".
@@ -47,6 +46,7 @@ def config_member_path(name: str, prefix: str = CONFIG_MEMBER_PREFIX) -> str | N
     if not normal.startswith(prefix):
         return None
     return normal[len(prefix):]
+
 
 @dataclass(frozen=True)
 class LegacyFile:
